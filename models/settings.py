@@ -1,0 +1,77 @@
+"""Settings shared by every process, read from LOOKALIKE_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "LOOKALIKE_"
+
+
+class ModelSettings(BaseSettings):
+    """Which embedding model to run and where."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    # A name from models.network.VARIANTS.
+    model_name: str = "efficientnet-lite0"
+    # A fine-tuned checkpoint exported by `lookalike train`; None means the ImageNet weights.
+    model_checkpoint: Path | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Largest batch one forward pass takes; ~4 is best on 2 CPU cores, far more on a GPU.
+    embed_batch_size: int = Field(default=8, ge=1, le=1024)
+    # CPU threads torch may use; None leaves torch's default.
+    torch_threads: int | None = Field(default=None, ge=1)
+
+
+class ImageSettings(BaseSettings):
+    """Limits applied to every image before its pixels are decoded."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    max_image_bytes: int = Field(default=15 * 1024 * 1024, ge=1024)
+    # Decompression bombs are refused by header dimensions before any pixel is decoded.
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+
+
+class FetchSettings(BaseSettings):
+    """How images are fetched over HTTP by the worker and by the API's image_url."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    fetch_connect_timeout_s: float = Field(default=3.0, gt=0)
+    fetch_read_timeout_s: float = Field(default=10.0, gt=0)
+    fetch_retries: int = Field(default=2, ge=0, le=10)
+    fetch_backoff_s: float = Field(default=0.2, ge=0)
+    fetch_per_host_limit: int = Field(default=8, ge=1)
+    fetch_max_redirects: int = Field(default=3, ge=0)
+    # Off by default: loopback/private/link-local hosts are an SSRF target. The dev stack turns
+    # it on for its own loopback image server.
+    allow_private_image_hosts: bool = False
+
+
+class StoreSettings(BaseSettings):
+    """Where the vectors live: Qdrant Edge on disk (default) or a Qdrant server."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    # Set to use the Qdrant server backend; ":memory:" selects qdrant-client's local mode (tests).
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    index_path: Path = Path("data/index")
+    # The name every reader uses; it points at "<alias>__<model_id>".
+    collection_alias: str = "listings"
+
+
+class BrokerSettings(BaseSettings):
+    """The Kafka-protocol broker and topics."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    broker: str = "localhost:9092"
+    topic: str = "listings"
+    dlq_topic: str = "listings.dlq"
+    topic_partitions: int = Field(default=4, ge=1)

@@ -1,0 +1,1 @@
+"""The query service: an aiohttp app that searches the live collection by photo."""
