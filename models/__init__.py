@@ -1,1 +1,1 @@
-"""The shared core of lookalike: settings, event contract, image decoding, model, embedder, store."""
+"""The shared core: settings, event contract, image decoding, model, embedder, vector store."""

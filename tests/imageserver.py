@@ -70,8 +70,7 @@ async def serve_images(host: str = "127.0.0.1") -> AsyncIterator[ImageServer]:
     await runner.setup()
     site = web.TCPSite(runner, host, 0)
     await site.start()
-    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-    server.port = sockets[0].getsockname()[1]
+    server.port = runner.addresses[0][1]
     try:
         yield server
     finally:

@@ -1,4 +1,4 @@
-"""Real photographs that ship inside installed wheels (scikit-image, scikit-learn), as file bytes."""
+"""Real photographs that ship inside installed wheels (scikit-image, scikit-learn)."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""The vector store: one point per listing (a MaxSim multivector), on Qdrant Edge or a Qdrant server."""
+"""The vector store: one point per listing (a MaxSim multivector), on Qdrant Edge or a server."""

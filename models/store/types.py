@@ -29,13 +29,17 @@ class StoreError(Exception):
     """The store refused or failed an operation."""
 
 
-class DimensionMismatch(StoreError):
+class DimensionMismatch(StoreError):  # noqa: N818
     """The collection's vector size differs from the model's embedding size."""
+
+
+class ListingNotFound(StoreError):  # noqa: N818
+    """The listing is not in the collection (similar() of an unknown id)."""
 
 
 @dataclass(frozen=True)
 class ListingPoint:
-    """What is written for one listing: its image embeddings and the payload to render and filter."""
+    """One listing's write: its image embeddings and the payload to render and filter."""
 
     listing_id: str
     vectors: Sequence[Vector]
@@ -123,7 +127,9 @@ class VectorStore(ABC):
         """How many listings match the filters; with None, every stored listing."""
 
     @abstractmethod
-    def scroll(self, with_vectors: bool = False, page_size: int = 256) -> AsyncIterator[StoredListing]:
+    def scroll(
+        self, with_vectors: bool = False, page_size: int = 256
+    ) -> AsyncIterator[StoredListing]:
         """Every stored listing, page by page (reindexing, consistency checks)."""
 
     @abstractmethod

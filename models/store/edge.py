@@ -1,0 +1,508 @@
+"""Qdrant Edge backend: one on-disk EdgeShard per collection, inside this process."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import qdrant_edge as qe
+
+from models.store.aliases import AliasFile
+from models.store.filters import PAYLOAD_INDEXES, Conditions, conditions, edge_filter
+from models.store.maxsim import (
+    Matrix,
+    as_matrix,
+    matched_image_index,
+    normalized,
+    stored_matrix,
+)
+from models.store.types import (
+    DimensionMismatch,
+    Hit,
+    ListingNotFound,
+    ListingPoint,
+    SearchFilters,
+    StoredListing,
+    StoreError,
+    Vector,
+    VectorStore,
+    point_id,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Written by Edge next to its segments; the only place an unopened shard states its vector size.
+EDGE_CONFIG_FILE = "edge_config.json"
+WAL_DIR = "wal"
+OPTIMIZER_MODULE = "models.store.edge_optimize"
+
+
+def stored_vector_size(shard_path: Path) -> int | None:
+    """The vector size a shard on disk was created with; None if there is no readable shard."""
+    try:
+        config = json.loads((shard_path / EDGE_CONFIG_FILE).read_text(encoding="utf-8"))
+        size = config["vectors"][""]["size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return size if isinstance(size, int) else None
+
+
+def _schema(kind: str) -> qe.PayloadSchemaType:
+    return qe.PayloadSchemaType.Float if kind == "float" else qe.PayloadSchemaType.Keyword
+
+
+def _rows(vector: Any) -> list[Vector]:
+    m = stored_matrix(vector)
+    return [] if m is None else [[float(x) for x in row] for row in m]
+
+
+def _listing(record: qe.Record | qe.ScoredPoint, with_vectors: bool) -> StoredListing:
+    payload = dict(record.payload or {})
+    return StoredListing(
+        listing_id=str(payload.get("listing_id", record.id)),
+        payload=payload,
+        vectors=_rows(record.vector) if with_vectors else [],
+    )
+
+
+class EdgeStore(VectorStore):
+    """A collection stored as an EdgeShard at <index_path>/<collection_name>/.
+
+    Every Edge call runs on one dedicated thread, in submission order, so a write is visible to
+    the next read. Edge keeps the GIL for the whole of each call: a thread frees the event loop
+    only between calls. Calls are milliseconds, except optimize(), which therefore builds its
+    indexes in a child process on a copy of the shard while this one keeps serving.
+    """
+
+    def __init__(
+        self,
+        index_path: Path,
+        alias: str,
+        collection_name: str,
+        dim: int,
+        *,
+        indexing_threshold_kb: int | None = None,
+    ) -> None:
+        """indexing_threshold_kb: segments smaller than this are scanned, not indexed (Edge's
+        default when None); tests lower it to make optimize() build a real HNSW graph."""
+        if dim < 1:
+            raise ValueError(f"vector size must be positive, got {dim}")
+        self._root = Path(index_path)
+        self._alias = alias
+        self._name = collection_name
+        self._dim = dim
+        self._indexing_threshold_kb = indexing_threshold_kb
+        self._aliases = AliasFile(self._root)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
+        self._shard: qe.EdgeShard | None = None
+        # Writes applied while a copy is being optimized, replayed onto the copy before the swap.
+        self._journal: list[qe.UpdateOperation] | None = None
+        self._optimizing = asyncio.Lock()
+        # Held by every write, and by optimize() while it copies the shard's files.
+        self._write_gate = asyncio.Lock()
+        self._optimizer: asyncio.subprocess.Process | None = None
+        self._closed = False
+
+    @property
+    def collection_name(self) -> str:
+        return self._name
+
+    @property
+    def shard_path(self) -> Path:
+        return self._root / self._name
+
+    def _sibling(self, state: str) -> Path:
+        return self._root / f".{self._name}.{state}"
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any, when_closed: bool = False) -> T:
+        if self._closed and not when_closed:
+            raise StoreError(f"store {self._name!r} is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        except (StoreError, ValueError):
+            raise
+        except Exception as e:
+            # Edge raises bare Exception; callers catch one type for every engine failure.
+            raise StoreError(f"qdrant edge ({self._name}): {e}") from e
+
+    def _require(self) -> qe.EdgeShard:
+        if self._shard is None:
+            raise StoreError(f"collection {self._name!r} is not open: call ensure_collection()")
+        return self._shard
+
+    def _config(self) -> qe.EdgeConfig:
+        optimizers = None
+        if self._indexing_threshold_kb is not None:
+            optimizers = qe.EdgeOptimizersConfig(indexing_threshold=self._indexing_threshold_kb)
+        return qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(
+                size=self._dim,
+                distance=qe.Distance.Cosine,
+                multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
+            ),
+            optimizers=optimizers,
+        )
+
+    def _mismatch(self, stored: int | None, detail: str = "") -> DimensionMismatch:
+        size = "vectors of another size" if stored is None else f"{stored}-dimensional vectors"
+        return DimensionMismatch(
+            f"collection {self._name!r} at {self.shard_path} stores {size}, "
+            f"but the model produces {self._dim}-dimensional embeddings; a model with another "
+            f"embedding size needs its own collection{detail}"
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def ensure_collection(self) -> None:
+        await self._run(self._open_shard)
+        current = await self._run(self._aliases.set_if_absent, self._alias, self._name)
+        log.info(
+            "edge collection %s open at %s (alias %s -> %s)",
+            self._name,
+            self.shard_path,
+            self._alias,
+            current,
+        )
+
+    def _open_shard(self) -> None:
+        if self._shard is not None:
+            return
+        self._recover_interrupted_swap()
+        path = self.shard_path
+        if (path / EDGE_CONFIG_FILE).exists():
+            stored = stored_vector_size(path)
+            if stored is not None and stored != self._dim:
+                raise self._mismatch(stored)
+            try:
+                shard = qe.EdgeShard.load(str(path), self._config())
+            except Exception as e:
+                if "vector size" in str(e):
+                    raise self._mismatch(stored, f" ({e})") from e
+                hint = (
+                    " (is it open in another store or process?)" if "WouldBlock" in str(e) else ""
+                )
+                raise StoreError(f"cannot open Edge shard {path}: {e}{hint}") from e
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            shard = qe.EdgeShard.create(str(path), self._config())
+        try:
+            present = shard.info().payload_schema
+            for field, kind in PAYLOAD_INDEXES.items():
+                if field not in present:
+                    shard.update(qe.UpdateOperation.create_field_index(field, _schema(kind)))
+        except BaseException:
+            shard.close()
+            raise
+        self._shard = shard
+
+    def _recover_interrupted_swap(self) -> None:
+        retired, work = self._sibling("retired"), self._sibling("optimizing")
+        if retired.exists():
+            # The swap stopped before the optimized copy held every write; the retired shard
+            # does, once its write-ahead log is back from wherever the swap had moved it.
+            copy = self.shard_path if self.shard_path.exists() else work
+            if not (retired / WAL_DIR).exists() and (copy / WAL_DIR).exists():
+                (copy / WAL_DIR).rename(retired / WAL_DIR)
+            shutil.rmtree(copy, ignore_errors=True)
+            retired.rename(self.shard_path)
+            log.warning("edge collection %s: restored after an interrupted optimize", self._name)
+        for leftover in (work, self._sibling("trash")):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        optimizer = self._optimizer
+        if optimizer is not None and optimizer.returncode is None:
+            optimizer.kill()
+        async with self._optimizing:
+            pass  # an optimize in flight has discarded its copy
+        try:
+            await self._run(self._close_shard, when_closed=True)
+        finally:
+            self._executor.shutdown(wait=False)
+
+    def _close_shard(self) -> None:
+        shard, self._shard = self._shard, None
+        if shard is not None:
+            shard.flush()
+            shard.close()
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def _update(self, op: qe.UpdateOperation) -> None:
+        self._require().update(op)
+        if self._journal is not None:
+            self._journal.append(op)
+
+    async def _write(self, op: qe.UpdateOperation) -> None:
+        async with self._write_gate:
+            await self._run(self._update, op)
+
+    async def upsert_listing(self, point: ListingPoint) -> None:
+        m = as_matrix(point.vectors, self._dim, f"listing {point.listing_id!r}")
+        payload = {**point.payload, "listing_id": point.listing_id}
+        op = qe.UpdateOperation.upsert_points(
+            [qe.Point(point_id(point.listing_id), m.tolist(), payload)]
+        )
+        await self._write(op)
+
+    async def set_payload(self, listing_id: str, payload: dict[str, Any]) -> None:
+        """Merge fields into a stored listing; an absent listing is left absent."""
+        if payload.get("listing_id", listing_id) != listing_id:
+            raise ValueError("listing_id is the point's identity and cannot be changed")
+        if not payload:
+            return
+        # By filter, so an absent point is a no-op rather than Edge's "No point with id" error.
+        only = qe.Filter(must=[qe.HasIdCondition({point_id(listing_id)})])
+        await self._write(qe.UpdateOperation.set_payload_by_filter(only, payload))
+
+    async def delete(self, listing_id: str) -> None:
+        await self._write(qe.UpdateOperation.delete_points([point_id(listing_id)]))
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _retrieve(self, listing_id: str, with_vectors: bool) -> StoredListing | None:
+        records = self._require().retrieve([point_id(listing_id)], True, with_vectors)
+        return _listing(records[0], with_vectors) if records else None
+
+    async def get(self, listing_id: str, with_vectors: bool = False) -> StoredListing | None:
+        return await self._run(self._retrieve, listing_id, with_vectors)
+
+    def _query(self, query: Matrix, k: int, where: Conditions) -> list[Hit]:
+        request = qe.QueryRequest(
+            limit=k,
+            query=qe.Query.Nearest(query.tolist()),
+            filter=edge_filter(where),
+            with_payload=True,
+            with_vector=True,
+        )
+        unit_query = normalized(query)
+        hits = []
+        for p in self._require().query(request):
+            listing = _listing(p, with_vectors=False)
+            hits.append(
+                Hit(
+                    listing_id=listing.listing_id,
+                    score=float(p.score),
+                    payload=listing.payload,
+                    matched_image_index=matched_image_index(unit_query, p.vector),
+                )
+            )
+        return hits
+
+    async def search(
+        self, vectors: Sequence[Vector], k: int, filters: SearchFilters | None = None
+    ) -> list[Hit]:
+        query = as_matrix(vectors, self._dim, "query")
+        if k < 1:
+            return []
+        where = conditions(filters if filters is not None else SearchFilters())
+        return await self._run(self._query, query, k, where)
+
+    async def similar(
+        self, listing_id: str, k: int, filters: SearchFilters | None = None
+    ) -> list[Hit]:
+        source = await self.get(listing_id, with_vectors=True)
+        if source is None:
+            raise ListingNotFound(f"listing {listing_id!r} is not in {self._name!r}")
+        query = as_matrix(source.vectors, self._dim, f"listing {listing_id!r}")
+        if k < 1:
+            return []
+        where = conditions(
+            filters if filters is not None else SearchFilters(),
+            exclude_point_ids=[point_id(listing_id)],
+        )
+        return await self._run(self._query, query, k, where)
+
+    async def count(self, filters: SearchFilters | None = None) -> int:
+        request = qe.CountRequest(exact=True, filter=edge_filter(conditions(filters)))
+        return await self._run(lambda: self._require().count(request))
+
+    async def scroll(
+        self, with_vectors: bool = False, page_size: int = 256
+    ) -> AsyncIterator[StoredListing]:
+        offset: qe.PointId | None = None
+        while True:
+            request = qe.ScrollRequest(
+                offset=offset, limit=page_size, with_payload=True, with_vector=with_vectors
+            )
+            records, offset = await self._run(lambda r=request: self._require().scroll(r))
+            for record in records:
+                yield _listing(record, with_vectors)
+            if offset is None:
+                return
+
+    async def vector_size(self) -> int:
+        size = await self._run(stored_vector_size, self.shard_path)
+        if size is not None:
+            return size
+        if self._shard is not None:
+            return self._dim
+        raise StoreError(f"collection {self._name!r} does not exist at {self.shard_path}")
+
+    async def stats(self) -> dict[str, int]:
+        """Points, segments and indexed vectors, as Edge reports them (for logs and metrics)."""
+        info = await self._run(lambda: self._require().info())
+        return {
+            "points": info.points_count,
+            "segments": info.segments_count,
+            "indexed_vectors": info.indexed_vectors_count,
+        }
+
+    # -- aliases ----------------------------------------------------------------------------
+
+    async def alias_target(self) -> str | None:
+        """The collection the alias points at now, or None."""
+        return await self._run(self._aliases.get, self._alias)
+
+    async def point_alias_to_self(self) -> None:
+        exists = await self._run((self.shard_path / EDGE_CONFIG_FILE).exists)
+        if not exists:
+            raise StoreError(f"collection {self._name!r} does not exist: ensure_collection() first")
+        await self._run(self._aliases.set, self._alias, self._name)
+        log.info("alias %s -> %s", self._alias, self._name)
+
+    # -- optimize ---------------------------------------------------------------------------
+
+    async def optimize(self) -> None:
+        """Build indexes without stalling searches or writes for the build.
+
+        Edge holds the GIL for the whole of EdgeShard.optimize(), so a thread would freeze the
+        event loop for the build; a child process builds a copy instead. Writes pause while the
+        segments are copied; searches and writes pause while the copy is swapped in (close,
+        rename, load, replay of the writes made during the build).
+        """
+        async with self._optimizing:
+            started = time.perf_counter()
+            await self._copy_for_optimizer()
+            copied = time.perf_counter()
+            try:
+                summary = await self._optimize_copy()
+                built = time.perf_counter()
+                replayed = await self._run(self._swap_in_copy)
+            except BaseException:
+                await self._run(self._discard_copy, when_closed=True)
+                raise
+            swapped = time.perf_counter()
+            await asyncio.to_thread(shutil.rmtree, self._sibling("trash"), True)
+        log.info(
+            "edge collection %s optimized: copy %.2fs, build %.2fs, swap %.2fs, %d writes "
+            "replayed, %s",
+            self._name,
+            copied - started,
+            built - copied,
+            swapped - built,
+            replayed,
+            summary,
+        )
+
+    async def _copy_for_optimizer(self) -> None:
+        async with self._write_gate:
+            # Searches go on while the files are copied: they read, and nothing else writes.
+            await self._run(self._flush_and_journal)
+            try:
+                await asyncio.to_thread(self._copy_segments)
+            except BaseException:
+                await self._run(self._discard_copy, when_closed=True)
+                raise
+
+    def _flush_and_journal(self) -> None:
+        self._require().flush()
+        self._journal = []
+
+    def _copy_segments(self) -> None:
+        # The write-ahead log is never truncated by Edge and only grows: it is moved, not copied,
+        # when the copy is swapped in.
+        source, work = self.shard_path, self._sibling("optimizing")
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(
+            source,
+            work,
+            symlinks=True,
+            ignore=lambda d, names: [WAL_DIR] if Path(d) == source else [],
+        )
+
+    async def _optimize_copy(self) -> dict[str, Any]:
+        if self._closed:
+            raise StoreError(f"store {self._name!r} closed while optimizing")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            OPTIMIZER_MODULE,
+            str(self._sibling("optimizing")),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        self._optimizer = proc
+        try:
+            out, err = await proc.communicate()
+        except BaseException:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
+        finally:
+            self._optimizer = None
+        if self._closed:
+            raise StoreError(f"store {self._name!r} closed while optimizing")
+        if proc.returncode != 0:
+            tail = err.decode(errors="replace").strip()[-2000:]
+            raise StoreError(f"edge optimizer exited with {proc.returncode}: {tail}")
+        lines = out.decode(errors="replace").strip().splitlines()
+        try:
+            summary = json.loads(lines[-1]) if lines else {}
+        except ValueError:
+            summary = {"output": lines[-1]}
+        return summary if isinstance(summary, dict) else {"output": summary}
+
+    def _swap_in_copy(self) -> int:
+        journal = self._journal or []
+        path, work, retired = self.shard_path, self._sibling("optimizing"), self._sibling("retired")
+        # The child opened the copy with a fresh, empty log; the live log carries the op numbers.
+        shutil.rmtree(work / WAL_DIR, ignore_errors=True)
+        self._close_shard()
+        path.rename(retired)
+        try:
+            (retired / WAL_DIR).rename(work / WAL_DIR)
+            work.rename(path)
+            shard = qe.EdgeShard.load(str(path), self._config())
+            try:
+                # Loading replays the log only from its last flush mark, not from the copy's
+                # point: the writes made during the build come from the journal (an op that
+                # Edge replays as well is applied twice, which changes nothing).
+                for op in journal:
+                    shard.update(op)
+                shard.flush()
+            except BaseException:
+                shard.close()
+                raise
+        except BaseException:
+            # Back to the shard that holds every write; the copy is dropped.
+            self._recover_interrupted_swap()
+            self._shard = qe.EdgeShard.load(str(path), self._config())
+            raise
+        self._shard = shard
+        self._journal = None
+        # From here the optimized shard is the durable one; the retired copy is only garbage.
+        retired.rename(self._sibling("trash"))
+        return len(journal)
+
+    def _discard_copy(self) -> None:
+        self._journal = None
+        shutil.rmtree(self._sibling("optimizing"), ignore_errors=True)

@@ -1,0 +1,341 @@
+"""Qdrant server backend through AsyncQdrantClient (also qdrant-client's local mode, for tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import Any
+
+from qdrant_client import AsyncQdrantClient
+from qdrant_client import models as qm
+
+from models.store.filters import PAYLOAD_INDEXES, Conditions, conditions, server_filter
+from models.store.maxsim import (
+    Matrix,
+    as_matrix,
+    matched_image_index,
+    normalized,
+    stored_matrix,
+)
+from models.store.types import (
+    DimensionMismatch,
+    Hit,
+    ListingNotFound,
+    ListingPoint,
+    SearchFilters,
+    StoredListing,
+    StoreError,
+    Vector,
+    VectorStore,
+    point_id,
+)
+
+log = logging.getLogger(__name__)
+
+_SCHEMAS = {"keyword": qm.PayloadSchemaType.KEYWORD, "float": qm.PayloadSchemaType.FLOAT}
+# How often optimize() looks at the collection's status while the server builds indexes.
+OPTIMIZE_POLL_S = 0.5
+
+
+def _rows(vector: Any) -> list[Vector]:
+    m = stored_matrix(vector)
+    return [] if m is None else [[float(x) for x in row] for row in m]
+
+
+def _listing(record: qm.Record | qm.ScoredPoint, with_vectors: bool) -> StoredListing:
+    payload = dict(record.payload or {})
+    return StoredListing(
+        listing_id=str(payload.get("listing_id", record.id)),
+        payload=payload,
+        vectors=_rows(record.vector) if with_vectors else [],
+    )
+
+
+class ServerStore(VectorStore):
+    """A collection on a Qdrant server, read by everyone through a real alias.
+
+    The client is given, not created: the factory shares one local-mode client between the stores
+    of a process, as a server would be shared. `release` is awaited on close (default: close the
+    client). `local_mode` only silences qdrant-client's warning that local mode ignores indexes.
+    """
+
+    def __init__(
+        self,
+        client: AsyncQdrantClient,
+        alias: str,
+        collection_name: str,
+        dim: int,
+        *,
+        release: Callable[[], Awaitable[None]] | None = None,
+        local_mode: bool = False,
+    ) -> None:
+        if dim < 1:
+            raise ValueError(f"vector size must be positive, got {dim}")
+        self._client = client
+        self._alias = alias
+        self._name = collection_name
+        self._dim = dim
+        self._release = release if release is not None else client.close
+        self._local_mode = local_mode
+        self._closed = False
+
+    @property
+    def collection_name(self) -> str:
+        return self._name
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        if self._closed:
+            raise StoreError(f"store {self._name!r} is closed")
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as e:
+            # Transport, HTTP and local-mode errors alike: callers catch one type.
+            raise StoreError(f"qdrant {what} on {self._name!r} failed: {e}") from e
+
+    def _mismatch(self, stored: int) -> DimensionMismatch:
+        return DimensionMismatch(
+            f"collection {self._name!r} stores {stored}-dimensional vectors, but the model "
+            f"produces {self._dim}-dimensional embeddings; a model with another embedding size "
+            f"needs its own collection"
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def ensure_collection(self) -> None:
+        with self._errors("ensure_collection"):
+            if await self._client.collection_exists(self._name):
+                stored = await self.vector_size()
+                if stored != self._dim:
+                    raise self._mismatch(stored)
+            else:
+                await self._create()
+            await self._ensure_indexes()
+            current = await self.alias_target()
+            if current is None:
+                await self._point_alias(current)
+                current = self._name
+        log.info("qdrant collection %s ready (alias %s -> %s)", self._name, self._alias, current)
+
+    async def _create(self) -> None:
+        try:
+            await self._client.create_collection(
+                self._name,
+                vectors_config=qm.VectorParams(
+                    size=self._dim,
+                    distance=qm.Distance.COSINE,
+                    multivector_config=qm.MultiVectorConfig(
+                        comparator=qm.MultiVectorComparator.MAX_SIM
+                    ),
+                ),
+            )
+        except Exception:
+            # Another process may have created it first; anything else is a real failure.
+            if not await self._client.collection_exists(self._name):
+                raise
+            stored = await self.vector_size()
+            if stored != self._dim:
+                raise self._mismatch(stored) from None
+
+    async def _ensure_indexes(self) -> None:
+        info = await self._client.get_collection(self._name)
+        present = info.payload_schema or {}
+        with warnings.catch_warnings():
+            if self._local_mode:
+                warnings.filterwarnings("ignore", "Payload indexes have no effect")
+            for field, kind in PAYLOAD_INDEXES.items():
+                if field not in present:
+                    await self._client.create_payload_index(
+                        self._name, field, field_schema=_SCHEMAS[kind], wait=True
+                    )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._release()
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def upsert_listing(self, point: ListingPoint) -> None:
+        m = as_matrix(point.vectors, self._dim, f"listing {point.listing_id!r}")
+        payload = {**point.payload, "listing_id": point.listing_id}
+        with self._errors("upsert"):
+            await self._client.upsert(
+                self._name,
+                points=[
+                    qm.PointStruct(
+                        id=point_id(point.listing_id), vector=m.tolist(), payload=payload
+                    )
+                ],
+                wait=True,
+            )
+
+    async def set_payload(self, listing_id: str, payload: dict[str, Any]) -> None:
+        """Merge fields into a stored listing; an absent listing is left absent."""
+        if payload.get("listing_id", listing_id) != listing_id:
+            raise ValueError("listing_id is the point's identity and cannot be changed")
+        if not payload:
+            return
+        only = qm.Filter(must=[qm.HasIdCondition(has_id=[point_id(listing_id)])])
+        with self._errors("set_payload"):
+            await self._client.set_payload(
+                self._name, payload=payload, points=qm.FilterSelector(filter=only), wait=True
+            )
+
+    async def delete(self, listing_id: str) -> None:
+        with self._errors("delete"):
+            await self._client.delete(
+                self._name,
+                points_selector=qm.PointIdsList(points=[point_id(listing_id)]),
+                wait=True,
+            )
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def get(self, listing_id: str, with_vectors: bool = False) -> StoredListing | None:
+        with self._errors("retrieve"):
+            records = await self._client.retrieve(
+                self._name, ids=[point_id(listing_id)], with_payload=True, with_vectors=with_vectors
+            )
+        return _listing(records[0], with_vectors) if records else None
+
+    async def _query(self, query: Matrix, k: int, where: Conditions) -> list[Hit]:
+        with self._errors("query"):
+            response = await self._client.query_points(
+                self._name,
+                query=query.tolist(),
+                query_filter=server_filter(where),
+                limit=k,
+                with_payload=True,
+                with_vectors=True,
+            )
+        unit_query = normalized(query)
+        hits = []
+        for p in response.points:
+            listing = _listing(p, with_vectors=False)
+            hits.append(
+                Hit(
+                    listing_id=listing.listing_id,
+                    score=float(p.score),
+                    payload=listing.payload,
+                    matched_image_index=matched_image_index(unit_query, p.vector),
+                )
+            )
+        return hits
+
+    async def search(
+        self, vectors: Sequence[Vector], k: int, filters: SearchFilters | None = None
+    ) -> list[Hit]:
+        query = as_matrix(vectors, self._dim, "query")
+        if k < 1:
+            return []
+        return await self._query(
+            query, k, conditions(filters if filters is not None else SearchFilters())
+        )
+
+    async def similar(
+        self, listing_id: str, k: int, filters: SearchFilters | None = None
+    ) -> list[Hit]:
+        source = await self.get(listing_id, with_vectors=True)
+        if source is None:
+            raise ListingNotFound(f"listing {listing_id!r} is not in {self._name!r}")
+        query = as_matrix(source.vectors, self._dim, f"listing {listing_id!r}")
+        if k < 1:
+            return []
+        where = conditions(
+            filters if filters is not None else SearchFilters(),
+            exclude_point_ids=[point_id(listing_id)],
+        )
+        return await self._query(query, k, where)
+
+    async def count(self, filters: SearchFilters | None = None) -> int:
+        with self._errors("count"):
+            result = await self._client.count(
+                self._name, count_filter=server_filter(conditions(filters)), exact=True
+            )
+        return result.count
+
+    async def scroll(
+        self, with_vectors: bool = False, page_size: int = 256
+    ) -> AsyncIterator[StoredListing]:
+        offset: qm.ExtendedPointId | None = None
+        while True:
+            with self._errors("scroll"):
+                records, next_offset = await self._client.scroll(
+                    self._name,
+                    limit=page_size,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=with_vectors,
+                )
+            for record in records:
+                yield _listing(record, with_vectors)
+            if next_offset is None:
+                return
+            offset = next_offset
+
+    async def vector_size(self) -> int:
+        with self._errors("get_collection"):
+            info = await self._client.get_collection(self._name)
+        vectors = info.config.params.vectors
+        if isinstance(vectors, dict):
+            vectors = vectors.get("")
+        if not isinstance(vectors, qm.VectorParams):
+            raise StoreError(f"collection {self._name!r} has no unnamed dense vector")
+        return vectors.size
+
+    # -- aliases ----------------------------------------------------------------------------
+
+    async def alias_target(self) -> str | None:
+        """The collection the alias points at now, or None."""
+        with self._errors("get_aliases"):
+            response = await self._client.get_aliases()
+        for alias in response.aliases:
+            if alias.alias_name == self._alias:
+                return alias.collection_name
+        return None
+
+    async def _point_alias(self, current: str | None) -> None:
+        ops: list[qm.AliasOperations] = []
+        if current is not None:
+            ops.append(qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=self._alias)))
+        ops.append(
+            qm.CreateAliasOperation(
+                create_alias=qm.CreateAlias(collection_name=self._name, alias_name=self._alias)
+            )
+        )
+        # One request: readers see the old target or the new one, never no alias.
+        await self._client.update_collection_aliases(change_aliases_operations=ops)
+
+    async def point_alias_to_self(self) -> None:
+        with self._errors("update_collection_aliases"):
+            if not await self._client.collection_exists(self._name):
+                raise StoreError(
+                    f"collection {self._name!r} does not exist: ensure_collection() first"
+                )
+            await self._point_alias(await self.alias_target())
+        log.info("alias %s -> %s", self._alias, self._name)
+
+    # -- optimize ---------------------------------------------------------------------------
+
+    async def optimize(self) -> None:
+        """Wait until the server has built its indexes (it optimizes by itself)."""
+        while True:
+            with self._errors("get_collection"):
+                info = await self._client.get_collection(self._name)
+                if info.status == qm.CollectionStatus.GREEN:
+                    return
+                if info.status == qm.CollectionStatus.RED:
+                    raise StoreError(f"collection {self._name!r} is red: optimization failed")
+                if info.status == qm.CollectionStatus.GREY:
+                    # Grey: optimizations are pending but were never triggered (after a restart).
+                    await self._client.update_collection(
+                        self._name, optimizers_config=qm.OptimizersConfigDiff()
+                    )
+            await asyncio.sleep(OPTIMIZE_POLL_S)

@@ -1,0 +1,157 @@
+"""The aiohttp app factory: resources live in cleanup_ctx generators under typed keys."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from models.embedder import AsyncEmbedder, Embedder
+from models.fetch import ImageFetcher
+from models.images import ImageLimits
+from models.store.factory import open_store
+from models.store.types import VectorStore
+from query.batcher import MicroBatcher
+from query.decode import Decoder
+from query.keys import BATCHER, DECODER, EMBEDDER, FETCHER, METRICS, SETTINGS, STORE
+from query.metrics import ApiMetrics
+from query.middleware import error_middleware
+from query.settings import ApiSettings
+from query.views import add_routes
+
+log = logging.getLogger(__name__)
+
+CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
+
+
+def _embedder_ctx(settings: ApiSettings, given: AsyncEmbedder | None) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if given is not None:
+            app[EMBEDDER] = given
+            yield
+            return
+        embedder = await asyncio.to_thread(Embedder.from_settings, settings.embedding)
+        runner = AsyncEmbedder(embedder)
+        # The first pass pays for allocations and kernel choice; no request should.
+        await runner.warmup()
+        log.info("model %s loaded on %s", embedder.model_id, embedder.device)
+        app[EMBEDDER] = runner
+        try:
+            yield
+        finally:
+            runner.close()
+
+    return ctx
+
+
+def _store_ctx(settings: ApiSettings, given: VectorStore | None) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if given is not None:
+            app[STORE] = given
+            yield
+            return
+        embedder = app[EMBEDDER]
+        store = open_store(settings.store, embedder.model_id, embedder.dim)
+        try:
+            await store.ensure_collection()
+            app[STORE] = store
+            yield
+        finally:
+            await store.close()
+
+    return ctx
+
+
+def _fetcher_ctx(settings: ApiSettings, given: ImageFetcher | None) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if given is not None:
+            app[FETCHER] = given
+            yield
+            return
+        fetcher = ImageFetcher(settings.fetch, max_bytes=settings.images.max_image_bytes)
+        app[FETCHER] = fetcher
+        try:
+            yield
+        finally:
+            await fetcher.close()
+
+    return ctx
+
+
+def _decoder_ctx(settings: ApiSettings) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        embedder = app[EMBEDDER]
+        prep = embedder.embedder.preprocessing
+        # JPEGs decode at a reduced scale, never below what preprocessing resizes to.
+        min_side = prep.size + prep.crop_padding
+        decoder = Decoder(
+            ImageLimits.from_settings(settings.images), min_side, settings.decode_workers
+        )
+        app[DECODER] = decoder
+        try:
+            yield
+        finally:
+            decoder.close()
+
+    return ctx
+
+
+CPU_BATCH_SIZE = 4
+
+
+def default_batch_size(embedder: Embedder) -> int:
+    """The micro-batch size when none is configured: one forward pass of the model's own batch
+    size, but at most 4 photos on a CPU, where bigger batches lower the rate (bench.query)."""
+    if embedder.device.type == "cpu":
+        return min(CPU_BATCH_SIZE, embedder.max_batch)
+    return embedder.max_batch
+
+
+def _batcher_ctx(settings: ApiSettings) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        embedder = app[EMBEDDER]
+        batcher = MicroBatcher(
+            embedder.embed,
+            max_batch=settings.batch_max_size or default_batch_size(embedder.embedder),
+            max_wait_s=settings.batch_max_wait_ms / 1000,
+            metrics=app[METRICS],
+        )
+        batcher.start()
+        app[BATCHER] = batcher
+        try:
+            yield
+        finally:
+            await batcher.close()
+
+    return ctx
+
+
+def create_app(
+    settings: ApiSettings,
+    *,
+    embedder: AsyncEmbedder | None = None,
+    store: VectorStore | None = None,
+    fetcher: ImageFetcher | None = None,
+) -> web.Application:
+    """The query service. Resources passed in (the dev stack shares one store and model between
+    the worker and the API) are used as they are and left open; the app closes what it opened.
+    A given store must already have had ensure_collection() called."""
+    metrics = ApiMetrics()
+    # Bodies are read and capped by the views themselves; this is a backstop for anything else.
+    max_body = max(settings.max_upload_bytes, settings.max_json_bytes)
+    app = web.Application(client_max_size=max_body, middlewares=[error_middleware(metrics)])
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app.cleanup_ctx.extend(
+        [
+            _embedder_ctx(settings, embedder),
+            _store_ctx(settings, store),
+            _fetcher_ctx(settings, fetcher),
+            _decoder_ctx(settings),
+            _batcher_ctx(settings),
+        ]
+    )
+    add_routes(app)
+    return app

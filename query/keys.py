@@ -1,0 +1,21 @@
+"""Typed keys under which the app keeps its settings and resources."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from models.embedder import AsyncEmbedder
+from models.fetch import ImageFetcher
+from models.store.types import VectorStore
+from query.batcher import MicroBatcher
+from query.decode import Decoder
+from query.metrics import ApiMetrics
+from query.settings import ApiSettings
+
+SETTINGS = web.AppKey("settings", ApiSettings)
+METRICS = web.AppKey("metrics", ApiMetrics)
+EMBEDDER = web.AppKey("embedder", AsyncEmbedder)
+STORE = web.AppKey("store", VectorStore)
+FETCHER = web.AppKey("fetcher", ImageFetcher)
+DECODER = web.AppKey("decoder", Decoder)
+BATCHER = web.AppKey("batcher", MicroBatcher)

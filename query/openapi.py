@@ -1,0 +1,330 @@
+"""The OpenAPI 3.1 description of every route, served at /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from query.settings import MAX_K
+
+MAX_ID_LENGTH = 200
+MAX_EXCLUDE = 100
+
+_ERROR_STATUSES = {
+    "400": "Bad parameters or a malformed body.",
+    "404": "No such listing or route.",
+    "413": "The body or the image is larger than allowed.",
+    "415": "Not an image, an image format that is not accepted, or a body that is neither "
+    "multipart/form-data nor application/json.",
+    "422": "The image is truncated, corrupt or a decompression bomb, or image_url could not "
+    "be fetched.",
+    "503": "Not ready: the model or the store is not available.",
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _errors(*statuses: str) -> dict[str, Any]:
+    return {status: _error(_ERROR_STATUSES[status]) for status in statuses}
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+_FILTER_PARAMETERS: list[dict[str, Any]] = [
+    {
+        "name": "k",
+        "in": "query",
+        "description": "How many listings to return.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 24},
+    },
+    {
+        "name": "category",
+        "in": "query",
+        "description": "Category prefix, slash-separated: `home_and_living` matches "
+        "`home_and_living/kitchen/mugs`.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+    },
+    {
+        "name": "price_min",
+        "in": "query",
+        "description": "Lowest price, inclusive.",
+        "schema": {"type": "number", "minimum": 0},
+    },
+    {
+        "name": "price_max",
+        "in": "query",
+        "description": "Highest price, inclusive; not below price_min.",
+        "schema": {"type": "number", "minimum": 0},
+    },
+    {
+        "name": "shop_id",
+        "in": "query",
+        "description": "Only listings of this shop.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+    },
+    {
+        "name": "exclude",
+        "in": "query",
+        "description": "Listing ids to leave out: repeat the parameter, or separate ids by commas.",
+        "style": "form",
+        "explode": True,
+        "schema": {
+            "type": "array",
+            "maxItems": MAX_EXCLUDE,
+            "items": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+        },
+    },
+]
+
+_LISTING_ID = {
+    "name": "listing_id",
+    "in": "path",
+    "required": True,
+    "description": "The listing's id.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+}
+
+_PRICE = {
+    "type": "object",
+    "required": ["amount", "currency"],
+    "properties": {
+        "amount": {"type": ["string", "null"], "description": 'Decimal amount, e.g. "24.00".'},
+        "currency": {"type": ["string", "null"]},
+    },
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "description": "Stable machine-readable reason."},
+                    "message": {"type": "string", "description": "What went wrong, for people."},
+                },
+            }
+        },
+    },
+    "Price": _PRICE,
+    "SearchResult": {
+        "type": "object",
+        "required": ["id", "title", "category", "price", "shop_id", "image_url", "score"],
+        "properties": {
+            "id": {"type": "string"},
+            "title": {"type": "string"},
+            "category": {"type": "string"},
+            "price": {"$ref": "#/components/schemas/Price"},
+            "shop_id": {"type": "string"},
+            "image_url": {
+                "type": ["string", "null"],
+                "description": "The listing's photo that matched best.",
+            },
+            "score": {"type": "number", "description": "Similarity, higher is closer."},
+        },
+    },
+    "SearchResponse": {
+        "type": "object",
+        "required": ["listings", "took_ms", "model_id"],
+        "properties": {
+            "listings": {
+                "type": "array",
+                "maxItems": MAX_K,
+                "items": {"$ref": "#/components/schemas/SearchResult"},
+            },
+            "took_ms": {"type": "number", "minimum": 0},
+            "model_id": {"type": "string"},
+        },
+    },
+    "Listing": {
+        "type": "object",
+        "required": [
+            "id",
+            "title",
+            "category",
+            "price",
+            "shop_id",
+            "state",
+            "image_urls",
+            "version",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "title": {"type": "string"},
+            "category": {"type": "string"},
+            "price": {"$ref": "#/components/schemas/Price"},
+            "shop_id": {"type": "string"},
+            "state": {"type": "string"},
+            "image_urls": {"type": "array", "items": {"type": "string"}},
+            "version": {"type": ["integer", "null"]},
+            "indexed_at": {"type": ["string", "null"]},
+        },
+    },
+    "SearchJson": {
+        "type": "object",
+        "description": "Exactly one of image_base64 and image_url.",
+        "additionalProperties": False,
+        "oneOf": [
+            {"required": ["image_base64"], "not": {"required": ["image_url"]}},
+            {"required": ["image_url"], "not": {"required": ["image_base64"]}},
+        ],
+        "properties": {
+            "image_base64": {
+                "type": "string",
+                "minLength": 1,
+                "description": "The photo's file bytes, base64 (standard alphabet, padded).",
+            },
+            "image_url": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 2048,
+                "description": "An http(s) URL of the photo; private and loopback hosts are "
+                "refused unless the service allows them.",
+            },
+        },
+    },
+    "SearchUpload": {
+        "type": "object",
+        "required": ["image"],
+        "additionalProperties": False,
+        "properties": {
+            "image": {
+                "type": "string",
+                "format": "binary",
+                "description": "The photo: JPEG, PNG, WebP or GIF.",
+            }
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string", "enum": ["ok"]}},
+    },
+    "Ready": {
+        "type": "object",
+        "required": ["status", "model_id", "dim", "collection"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ready"]},
+            "model_id": {"type": "string"},
+            "dim": {"type": "integer"},
+            "collection": {"type": "string"},
+        },
+    },
+}
+
+
+def openapi_spec(server_url: str | None = None) -> dict[str, Any]:
+    """The whole description; `server_url` fills `servers` when the caller knows its own address."""
+    search_errors = _errors("400", "413", "415", "422", "503")
+    spec: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "lookalike search",
+            "version": "1",
+            "description": "Search a live marketplace catalog by photo. Filters and k are query "
+            "parameters for every body kind. Every error is JSON: "
+            '{"error": {"code", "message"}}.',
+        },
+        "paths": {
+            "/v1/search": {
+                "post": {
+                    "operationId": "search",
+                    "summary": "Listings that look like a photo.",
+                    "parameters": _FILTER_PARAMETERS,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {"$ref": "#/components/schemas/SearchUpload"}
+                            },
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/SearchJson"}
+                            },
+                        },
+                    },
+                    "responses": {
+                        "200": _json("SearchResponse", "Best matches first."),
+                        **search_errors,
+                    },
+                }
+            },
+            "/v1/listings/{listing_id}": {
+                "get": {
+                    "operationId": "getListing",
+                    "summary": "One stored listing.",
+                    "parameters": [_LISTING_ID],
+                    "responses": {
+                        "200": _json("Listing", "The listing as indexed."),
+                        **_errors("400", "404", "503"),
+                    },
+                }
+            },
+            "/v1/listings/{listing_id}/similar": {
+                "get": {
+                    "operationId": "similarListings",
+                    "summary": "More like this: listings whose photos match this listing's photos.",
+                    "parameters": [_LISTING_ID, *_FILTER_PARAMETERS],
+                    "responses": {
+                        "200": _json("SearchResponse", "Best matches first, never the listing."),
+                        **_errors("400", "404", "503"),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "Liveness: the process answers.",
+                    "responses": {"200": _json("Health", "Alive.")},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "ready",
+                    "summary": "Readiness: model loaded, store reachable, dimensions match.",
+                    "responses": {
+                        "200": _json("Ready", "Ready to search."),
+                        **_errors("503"),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics.",
+                    "responses": {
+                        "200": {
+                            "description": "Text exposition format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This description.",
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1 document.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {"schemas": _SCHEMAS},
+    }
+    if server_url is not None:
+        spec["servers"] = [{"url": server_url}]
+    return spec

@@ -1,0 +1,39 @@
+"""Settings of the query service, read from LOOKALIKE_* environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.settings import ENV_PREFIX, FetchSettings, ImageSettings, ModelSettings, StoreSettings
+
+MAX_K = 100
+
+
+class ApiSettings(BaseSettings):
+    """Everything the API process needs; the shared settings classes are composed, not copied."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Whole multipart body; a little over the image limit so the image limit is what bites first.
+    max_upload_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # base64 grows an image by 4/3, so the JSON limit sits above the image limit by that much.
+    max_json_bytes: int = Field(default=21 * 1024 * 1024, ge=1024)
+    default_k: int = Field(default=24, ge=1, le=MAX_K)
+    # Micro-batching of concurrent searches: at most this many photos per forward pass. None: 4
+    # on a CPU (the best images/s on 2 cores; larger batches are slower per image there), the
+    # model's embed_batch_size on a GPU ...
+    batch_max_size: int | None = Field(default=None, ge=1, le=1024)
+    # ... and at most this long spent waiting for photos that are still being decoded.
+    batch_max_wait_ms: float = Field(default=4.0, ge=0, le=1000)
+    # Threads that decode uploads; decoding never runs on the event loop.
+    decode_workers: int = Field(default=2, ge=1, le=64)
+    # /readyz gives the store this long to answer.
+    ready_timeout_s: float = Field(default=2.0, gt=0)
+
+    embedding: ModelSettings = Field(default_factory=ModelSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
+    fetch: FetchSettings = Field(default_factory=FetchSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)

@@ -1,0 +1,159 @@
+"""Route handlers: search by photo, similar, one listing, health, readiness, metrics, spec."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import numpy as np
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from models.store.types import Hit, ListingNotFound, StoreError
+from query.batcher import BatcherClosedError
+from query.body import read_photo
+from query.errors import ApiError
+from query.keys import BATCHER, DECODER, EMBEDDER, FETCHER, METRICS, SETTINGS, STORE
+from query.openapi import MAX_ID_LENGTH, openapi_spec
+from query.params import parse_search_params
+from query.render import render_hit, render_listing
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+async def _store_call(request: web.Request, operation: str, call: Awaitable[T]) -> T:
+    """A store call, timed; a store that fails makes the service unavailable, not broken."""
+    with request.app[METRICS].store_timer(operation):
+        try:
+            return await call
+        except ListingNotFound as exc:
+            raise ApiError(404, "listing_not_found", str(exc)) from None
+        except StoreError as exc:
+            # The detail (paths, hosts) is for the log, not for clients.
+            log.warning("store %s failed: %s", operation, exc)
+            raise ApiError(503, "store_unavailable", "the vector store is unavailable") from None
+        except (asyncio.CancelledError, ApiError):
+            raise
+        except Exception as exc:
+            log.exception("store %s failed", operation)
+            raise ApiError(503, "store_unavailable", "the vector store is unavailable") from exc
+
+
+def _results(request: web.Request, hits: list[Hit], start: float) -> web.Response:
+    return web.json_response(
+        {
+            "listings": [render_hit(hit) for hit in hits],
+            "took_ms": round((time.perf_counter() - start) * 1000, 3),
+            "model_id": request.app[EMBEDDER].model_id,
+        }
+    )
+
+
+def _listing_id(request: web.Request) -> str:
+    listing_id = request.match_info["listing_id"]
+    if not listing_id.strip() or len(listing_id) > MAX_ID_LENGTH:
+        raise ApiError(400, "bad_parameter", f"listing_id must be 1 to {MAX_ID_LENGTH} characters")
+    return listing_id
+
+
+async def _embed(request: web.Request, data: bytes | None, url: str | None) -> np.ndarray:
+    batcher = request.app[BATCHER]
+    if data is None:
+        assert url is not None
+        data = await request.app[FETCHER].fetch(url)
+    with batcher.announced():
+        image = await request.app[DECODER].decode(data)
+    try:
+        return await batcher.embed(image)
+    except BatcherClosedError as exc:
+        raise ApiError(503, "not_ready", str(exc)) from None
+
+
+async def search(request: web.Request) -> web.Response:
+    start = time.perf_counter()
+    settings = request.app[SETTINGS]
+    params = parse_search_params(request.query, settings.default_k)
+    photo = await read_photo(request, settings.max_upload_bytes, settings.max_json_bytes)
+    vector = await _embed(request, photo.data, photo.url)
+    store = request.app[STORE]
+    hits = await _store_call(
+        request, "search", store.search([vector.tolist()], params.k, params.filters)
+    )
+    return _results(request, hits, start)
+
+
+async def similar(request: web.Request) -> web.Response:
+    start = time.perf_counter()
+    listing_id = _listing_id(request)
+    params = parse_search_params(request.query, request.app[SETTINGS].default_k)
+    store = request.app[STORE]
+    # An unknown id comes back from the store as ListingNotFound, answered 404.
+    hits = await _store_call(
+        request, "similar", store.similar(listing_id, params.k, params.filters)
+    )
+    return _results(request, [hit for hit in hits if hit.listing_id != listing_id], start)
+
+
+async def get_listing(request: web.Request) -> web.Response:
+    listing_id = _listing_id(request)
+    listing = await _store_call(request, "get", request.app[STORE].get(listing_id))
+    if listing is None:
+        raise ApiError(404, "listing_not_found", f"no listing {listing_id!r}")
+    return web.json_response(render_listing(listing))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    embedder = request.app[EMBEDDER]
+    store = request.app[STORE]
+    timeout = request.app[SETTINGS].ready_timeout_s
+    try:
+        async with asyncio.timeout(timeout):
+            size = await _store_call(request, "vector_size", store.vector_size())
+    except TimeoutError:
+        raise ApiError(503, "not_ready", f"the store did not answer within {timeout} s") from None
+    except ApiError as exc:
+        raise ApiError(503, "not_ready", exc.message) from None
+    if size != embedder.dim:
+        raise ApiError(
+            503,
+            "not_ready",
+            f"the collection holds {size}-d vectors but the model makes {embedder.dim}-d ones",
+        )
+    return web.json_response(
+        {
+            "status": "ready",
+            "model_id": embedder.model_id,
+            "dim": embedder.dim,
+            "collection": store.collection_name,
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[METRICS].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_spec())
+
+
+def add_routes(app: web.Application) -> None:
+    """Every route of the service; the search page (GET /) comes later, under query/static."""
+    app.router.add_post("/v1/search", search)
+    app.router.add_get("/v1/listings/{listing_id}", get_listing)
+    app.router.add_get("/v1/listings/{listing_id}/similar", similar)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
