@@ -87,7 +87,7 @@ def _decoder_ctx(settings: ApiSettings) -> CleanupCtx:
         # JPEGs decode at a reduced scale, never below what preprocessing resizes to.
         min_side = prep.size + prep.crop_padding
         decoder = Decoder(
-            ImageLimits.from_settings(settings.images), min_side, settings.decode_workers
+            ImageLimits.from_settings(settings.images), min_side, settings.decode_threads
         )
         app[DECODER] = decoder
         try:

@@ -310,6 +310,19 @@ def openapi_spec(server_url: str | None = None) -> dict[str, Any]:
                     },
                 }
             },
+            "/": {
+                "get": {
+                    "operationId": "searchPage",
+                    "summary": "The search page: a person's way in, built on /v1/search and "
+                    "/v1/listings/{listing_id}/similar.",
+                    "responses": {
+                        "200": {
+                            "description": "An HTML page; its script and style are under /static/.",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",

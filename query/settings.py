@@ -29,7 +29,7 @@ class ApiSettings(BaseSettings):
     # ... and at most this long spent waiting for photos that are still being decoded.
     batch_max_wait_ms: float = Field(default=4.0, ge=0, le=1000)
     # Threads that decode uploads; decoding never runs on the event loop.
-    decode_workers: int = Field(default=2, ge=1, le=64)
+    decode_threads: int = Field(default=2, ge=1, le=64)
     # /readyz gives the store this long to answer.
     ready_timeout_s: float = Field(default=2.0, gt=0)
 

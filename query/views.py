@@ -18,6 +18,7 @@ from query.body import read_photo
 from query.errors import ApiError
 from query.keys import BATCHER, DECODER, EMBEDDER, FETCHER, METRICS, SETTINGS, STORE
 from query.openapi import MAX_ID_LENGTH, openapi_spec
+from query.page import add_page_routes
 from query.params import parse_search_params
 from query.render import render_hit, render_listing
 
@@ -149,7 +150,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    """Every route of the service; the search page (GET /) comes later, under query/static."""
+    """Every route of the service, the search page (GET /, from query/static) included."""
     app.router.add_post("/v1/search", search)
     app.router.add_get("/v1/listings/{listing_id}", get_listing)
     app.router.add_get("/v1/listings/{listing_id}/similar", similar)
@@ -157,3 +158,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
+    add_page_routes(app)
