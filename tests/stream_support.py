@@ -1,0 +1,135 @@
+"""Helpers for the stream tests: catalog events, per-test topics, waiting and reading topics."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer, TopicPartition
+from PIL import Image
+
+from models.events import ImageRef, ListingDeleted, ListingState, ListingUpserted, Price
+from models.settings import BrokerSettings, FetchSettings, ModelSettings, StoreSettings
+from stream.app import changelog_topic
+from stream.broker import DevBroker
+from stream.settings import StreamSettings, WorkerSettings
+
+PARTITIONS = 2
+
+
+def listing(
+    listing_id: str,
+    version: int,
+    urls: list[str],
+    *,
+    amount: str = "10.00",
+    state: ListingState = "active",
+    title: str | None = None,
+    category: str = "home/kitchen/mugs",
+) -> ListingUpserted:
+    return ListingUpserted(
+        listing_id=listing_id,
+        version=version,
+        occurred_at=datetime.now(UTC),
+        state=state,
+        title=title or f"listing {listing_id}",
+        category=category,
+        price=Price(amount=Decimal(amount), currency="USD"),
+        shop_id="S1",
+        images=[ImageRef(url=u) for u in urls],
+    )
+
+
+def deletion(listing_id: str, version: int) -> ListingDeleted:
+    return ListingDeleted(listing_id=listing_id, version=version, occurred_at=datetime.now(UTC))
+
+
+def generated_photo(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
+    """A distinct synthetic JPEG per seed: random coloured blocks, upscaled (not white noise)."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+    img = Image.fromarray(blocks).resize(size, Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+@dataclass(frozen=True)
+class StreamTopics:
+    """Topics and group of one test, so tests sharing a broker never see each other's events."""
+
+    listings: str
+    dlq: str
+    group_id: str
+
+
+def fresh_topics() -> StreamTopics:
+    tag = uuid.uuid4().hex[:8]
+    return StreamTopics(f"listings-{tag}", f"listings-{tag}.dlq", f"indexer-{tag}")
+
+
+def worker_settings(
+    broker: DevBroker, topics: StreamTopics, data_dir: Path, **stream: Any
+) -> WorkerSettings:
+    """Settings for a worker on these topics, an Edge index under data_dir, loopback images allowed;
+    the topics (and the version table's changelog) are created here."""
+    settings = WorkerSettings(
+        stream=StreamSettings(
+            group_id=topics.group_id, data_dir=str(data_dir / "worker"), **stream
+        ),
+        broker=BrokerSettings(
+            broker=broker.bootstrap,
+            topic=topics.listings,
+            dlq_topic=topics.dlq,
+            topic_partitions=PARTITIONS,
+        ),
+        model=ModelSettings(device="cpu", embed_batch_size=4),
+        fetch=FetchSettings(allow_private_image_hosts=True, fetch_retries=1, fetch_backoff_s=0.05),
+        store=StoreSettings(index_path=data_dir / "index"),
+    )
+    broker.create_topics(
+        {topics.listings: PARTITIONS, topics.dlq: 1, changelog_topic(settings): PARTITIONS}
+    )
+    return settings
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], timeout_s: float = 60.0, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def read_topic(bootstrap: str, topic: str, n: int, timeout_s: float = 20.0) -> list[Any]:
+    """The first n messages of a one-partition topic, read from the beginning without a group."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        got: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while len(got) < n and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                got.append(msg)
+        return got
+    finally:
+        consumer.close()
