@@ -10,6 +10,6 @@ COPY models ./models
 COPY stream ./stream
 COPY query ./query
 COPY lookalike ./lookalike
-RUN pip install .
+RUN pip install . && mkdir -p /app/data && chown nobody /app/data
 USER nobody
 ENTRYPOINT ["lookalike"]

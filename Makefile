@@ -3,10 +3,14 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Tools whose dependencies clash with the project's (check-jsonschema needs a click newer than
+# faust-streaming's click<8.4) get a venv of their own.
+TOOLS_VENV := .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install chromium test lint demo bench clean
+.PHONY: install chromium tools test lint demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,16 +33,27 @@ chromium:
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
 	fi
 
+$(TOOLS_STAMP):
+	$(PY) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install --quiet 'check-jsonschema>=0.29'
+	touch $(TOOLS_STAMP)
+
+tools: $(TOOLS_STAMP)
+
+# The whole stack in one process with a demo catalog; Ctrl-C stops it.
+demo: $(STAMP)
+	$(BIN)/lookalike dev
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint chromium
+test: lint chromium tools
 	$(BIN)/pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.embed
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(TOOLS_VENV)

@@ -24,6 +24,89 @@ def _cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dev(args: argparse.Namespace) -> int:
+    try:
+        from lookalike.dev import DevOptions, run
+
+        _configure_logging()
+        options = DevOptions(
+            data=args.data,
+            host=args.host,
+            port=args.port,
+            broker=args.broker,
+            qdrant_url=args.qdrant_url,
+            demo=args.demo,
+            demo_size=args.demo_size,
+            demo_seed=args.demo_seed,
+        )
+        return run(options)
+    except KeyboardInterrupt:
+        # Ctrl-C before the stack installed its own handler (while importing): nothing to stop.
+        return 130
+
+
+def _configure_logging() -> None:
+    import logging
+    import os
+
+    from stream.logs import configure_logging
+
+    configure_logging(os.environ.get("LOOKALIKE_LOG_LEVEL", "INFO").upper())
+    # Faust, aiokafka and aiohttp log through the standard library: their INFO is a firehose.
+    logging.basicConfig(
+        level=os.environ.get("LOOKALIKE_LIBRARY_LOG_LEVEL", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from lookalike.stats import format_stats, gather_stats
+    from models.settings import BrokerSettings, ModelSettings, StoreSettings
+    from stream.settings import StreamSettings
+
+    broker = BrokerSettings()
+    if args.broker is not None:
+        broker = broker.model_copy(update={"broker": args.broker})
+    stats = gather_stats(
+        StoreSettings(),
+        ModelSettings(),
+        broker,
+        args.group or StreamSettings().group_id,
+        with_lag=args.lag,
+    )
+    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    return 0
+
+
+def _cmd_reindex(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from lookalike.reindex import ReindexError, reindex
+    from models.settings import FetchSettings, ImageSettings, ModelSettings, StoreSettings
+
+    _configure_logging()
+    try:
+        result = asyncio.run(
+            reindex(
+                StoreSettings(),
+                ModelSettings(),
+                FetchSettings(),
+                ImageSettings(),
+                swap=args.swap,
+            )
+        )
+    except ReindexError as exc:
+        print(f"reindex: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{result.source} -> {result.target}: {result.listings} listings, {result.images} images, "
+        f"{len(result.failed)} failed; alias {'moved' if result.swapped else 'unchanged'}"
+    )
+    return 0
+
+
 def _cmd_publish(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -46,6 +129,13 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lookalike",
@@ -61,6 +151,58 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=None, help="listen port (LOOKALIKE_PORT)")
     api.set_defaults(func=_cmd_api)
 
+    dev = sub.add_parser(
+        "dev",
+        help="the embedded stack: broker, indexer, store, search API and a demo catalog",
+        description="Everything in one process. Prints `search: URL` once it serves, and "
+        "`broker: HOST:PORT` when it started its own broker. Ctrl-C stops it.",
+    )
+    dev.add_argument("--host", default="127.0.0.1", help="listen address of the search API")
+    dev.add_argument("--port", type=int, default=8080, help="port of the search API (0: any)")
+    dev.add_argument("--data", type=Path, default=Path("data"), help="index and demo photos")
+    dev.add_argument(
+        "--broker", default=None, help="use this Kafka-protocol broker instead of starting one"
+    )
+    dev.add_argument(
+        "--qdrant-url", default=None, help="a Qdrant server instead of the embedded Qdrant Edge"
+    )
+    dev.add_argument(
+        "--demo",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="publish a demo catalog (photos served from a loopback image server)",
+    )
+    dev.add_argument("--demo-size", type=_positive, default=200, help="listings in the demo")
+    dev.add_argument("--demo-seed", type=int, default=7, help="seed of the demo catalog")
+    dev.set_defaults(func=_cmd_dev)
+
+    stats = sub.add_parser(
+        "stats", help="collection size, model, alias target and the indexer group's lag"
+    )
+    stats.add_argument("--broker", default=None, help="bootstrap servers (LOOKALIKE_BROKER)")
+    stats.add_argument("--group", default=None, help="consumer group (LOOKALIKE_GROUP_ID)")
+    stats.add_argument(
+        "--lag",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ask the broker for the consumer group's lag",
+    )
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.set_defaults(func=_cmd_stats)
+
+    reindex = sub.add_parser(
+        "reindex",
+        help="build the configured model's collection from the aliased one, then move the alias",
+        description="Stop the workers first; start them on the new model afterwards.",
+    )
+    reindex.add_argument(
+        "--swap",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="point the alias at the new collection when done",
+    )
+    reindex.set_defaults(func=_cmd_reindex)
+
     publish = sub.add_parser("publish", help="publish listing events from a JSON-lines file")
     publish.add_argument("file", type=Path, help="one listing event (JSON) per line")
     publish.add_argument("--broker", default=None, help="bootstrap servers (LOOKALIKE_BROKER)")
@@ -72,3 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     sys.exit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

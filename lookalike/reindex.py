@@ -1,0 +1,163 @@
+"""`lookalike reindex`: build the configured model's collection from the aliased one, then swap.
+
+Every listing the alias's collection holds is copied with its payload; its photos are fetched
+again and embedded by the new model. The alias moves only once every listing was tried, so
+searches keep using the old collection (and the old model) until the new one is complete.
+Events applied to the old collection while this runs are not in the new one: stop the workers
+first (an Edge index has to be closed by them anyway), reindex, then start them on the new model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from PIL import Image
+from tqdm import tqdm
+
+from models.embedder import AsyncEmbedder, Embedder
+from models.fetch import FetchError, ImageFetcher
+from models.images import ImageError, ImageLimits, content_hash, decode_image
+from models.settings import FetchSettings, ImageSettings, ModelSettings, StoreSettings
+from models.store.edge import stored_vector_size
+from models.store.factory import collection_name_for, model_id_of, open_store, resolve_alias
+from models.store.types import ListingPoint, StoredListing, StoreError, VectorStore
+
+log = structlog.get_logger("lookalike.reindex")
+
+
+class ReindexError(RuntimeError):
+    """Nothing to reindex from, or nothing to do."""
+
+
+@dataclass
+class ReindexResult:
+    source: str
+    target: str
+    listings: int = 0
+    images: int = 0
+    # Listings none of whose photos could be fetched and decoded: left out of the new collection.
+    failed: list[str] = field(default_factory=list)
+    swapped: bool = False
+
+
+async def _source_dim(settings: StoreSettings, collection: str) -> int:
+    if settings.qdrant_url is None:
+        size = await asyncio.to_thread(stored_vector_size, settings.index_path / collection)
+        if size is None:
+            raise ReindexError(f"collection {collection} has no stored vector size")
+        return size
+    # The server backend reads the size from the server; the one given here is only for creation.
+    return 1
+
+
+async def _photos(
+    fetcher: ImageFetcher, urls: list[str], limits: ImageLimits, min_side: int
+) -> list[tuple[str, str, Image.Image]]:
+    async def one(url: str) -> tuple[str, str, Image.Image] | None:
+        try:
+            data = await fetcher.fetch(url)
+            image = await asyncio.to_thread(decode_image, data, limits, min_side)
+        except (FetchError, ImageError) as exc:
+            log.warning("reindex_photo_failed", url=url, error=str(exc))
+            return None
+        return url, content_hash(data), image
+
+    got = await asyncio.gather(*(one(url) for url in urls))
+    return [photo for photo in got if photo is not None]
+
+
+async def _copy(
+    listing: StoredListing,
+    target: VectorStore,
+    embedder: AsyncEmbedder,
+    fetcher: ImageFetcher,
+    limits: ImageLimits,
+) -> int:
+    payload: dict[str, Any] = dict(listing.payload)
+    urls = payload.get("source_image_urls") or payload.get("image_urls") or []
+    photos = await _photos(
+        fetcher, [u for u in urls if isinstance(u, str)], limits, _min_side(embedder)
+    )
+    if not photos:
+        return 0
+    vectors = await embedder.embed([image for _, _, image in photos])
+    payload.update(
+        image_urls=[url for url, _, _ in photos],
+        image_hashes=[digest for _, digest, _ in photos],
+        model_id=embedder.model_id,
+        indexed_at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+    )
+    await target.upsert_listing(ListingPoint(listing.listing_id, vectors.tolist(), payload))
+    return len(photos)
+
+
+def _min_side(embedder: AsyncEmbedder) -> int:
+    return embedder.embedder.preprocessing.size
+
+
+async def reindex(
+    store: StoreSettings,
+    model: ModelSettings,
+    fetch: FetchSettings,
+    images: ImageSettings,
+    swap: bool = True,
+    progress: bool = True,
+) -> ReindexResult:
+    """Copy the aliased collection into the configured model's one; point the alias at it."""
+    source_name = await resolve_alias(store)
+    if source_name is None:
+        raise ReindexError(f"alias {store.collection_alias!r} points at no collection yet")
+    source_model = model_id_of(store.collection_alias, source_name)
+    if source_model is None:
+        raise ReindexError(f"alias target {source_name!r} is not a {store.collection_alias} one")
+    embedder = await asyncio.to_thread(Embedder.from_settings, model)
+    target_name = collection_name_for(store.collection_alias, embedder.model_id)
+    if target_name == source_name:
+        raise ReindexError(f"the alias already points at {target_name}: nothing to do")
+    runner = AsyncEmbedder(embedder)
+    result = ReindexResult(source=source_name, target=target_name)
+    source = open_store(store, source_model, await _source_dim(store, source_name))
+    target = open_store(store, embedder.model_id, embedder.dim)
+    fetcher = ImageFetcher(fetch, max_bytes=images.max_image_bytes)
+    limits = ImageLimits.from_settings(images)
+    try:
+        if store.qdrant_url is None:
+            await source.ensure_collection()
+        await target.ensure_collection()
+        total = await source.count(None)
+        log.info("reindex_started", source=source_name, target=target_name, listings=total)
+        with tqdm(
+            total=total, desc="reindex", unit="listing", file=sys.stderr, disable=not progress
+        ) as bar:
+            async for listing in source.scroll():
+                n = await _copy(listing, target, runner, fetcher, limits)
+                if n:
+                    result.listings += 1
+                    result.images += n
+                else:
+                    result.failed.append(listing.listing_id)
+                bar.update(1)
+        if swap:
+            await target.point_alias_to_self()
+            result.swapped = True
+        log.info(
+            "reindex_done",
+            source=source_name,
+            target=target_name,
+            listings=result.listings,
+            failed=len(result.failed),
+            swapped=result.swapped,
+        )
+        return result
+    except StoreError as exc:
+        raise ReindexError(str(exc)) from exc
+    finally:
+        await fetcher.close()
+        await source.close()
+        await target.close()
+        runner.close()

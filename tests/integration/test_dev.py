@@ -1,0 +1,303 @@
+"""`lookalike dev` as a user runs it: a subprocess with its own broker, index and demo catalog,
+searched over HTTP, changed through the broker it printed, and stopped with Ctrl-C (SIGINT)."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lookalike.demo import DemoCatalog, build_catalog
+from models.events import ListingDeleted
+from stream.broker import DevBroker, topic_partitions
+from stream.publisher import ListingPublisher
+
+pytestmark = pytest.mark.slow
+
+DEMO_SIZE = 24
+STARTUP_S = 60.0
+SHUTDOWN_S = 10.0
+
+
+@dataclass
+class DevStack:
+    process: subprocess.Popen[bytes]
+    search_url: str
+    broker: str
+    data: Path
+    stderr_path: Path
+
+    def log(self) -> str:
+        return self.stderr_path.read_text(errors="replace")[-4000:]
+
+
+def _read_announcements(
+    process: subprocess.Popen[bytes], timeout_s: float, count: int = 2
+) -> list[str]:
+    """stdout lines until `count` arrived or `timeout_s` passed (stdout carries nothing else)."""
+    assert process.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    lines: list[str] = []
+    buffer = b""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and len(lines) < count:
+        if not selector.select(timeout=0.2):
+            if process.poll() is not None:
+                break
+            continue
+        chunk = os.read(process.stdout.fileno(), 4096)
+        if not chunk:
+            break
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        lines.extend(line.decode() for line in complete)
+    selector.close()
+    return lines
+
+
+def _http(url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
+    """(status, JSON body) of a request; HTTP errors are answers too."""
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def _search(base: str, photo: bytes, k: int = 5) -> list[dict[str, Any]]:
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + photo
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    status, answer = _http(
+        f"{base}v1/search?k={k}",
+        body,
+        {"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert status == 200, answer
+    listings: list[dict[str, Any]] = answer["listings"]
+    return listings
+
+
+def _wait(check: Callable[[], bool], timeout_s: float, what: str, stack: DevStack) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert stack.process.poll() is None, f"lookalike dev exited:\n{stack.log()}"
+        if check():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}\n{stack.log()}")
+
+
+def _port_open(bootstrap: str) -> bool:
+    host, port = bootstrap.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _tansu_pids(bootstrap: str) -> list[int]:
+    found = subprocess.run(
+        ["pgrep", "-f", f"tansu.*tcp://{bootstrap}"], capture_output=True, text=True, check=False
+    )
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def _ensure_stopped(process: subprocess.Popen[bytes]) -> None:
+    """Stop a stack a failed test left running the way a user would, so that it stops its
+    broker too (a killed stack cannot); kill it only if that does not work."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=SHUTDOWN_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def catalog() -> DemoCatalog:
+    # The same seed and size as the stack is started with: the test knows what it published.
+    return build_catalog(DEMO_SIZE, seed=7)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    data = tmp_path_factory.mktemp("dev")
+    stderr_path = data / "stderr.log"
+    env = {**os.environ, "LOOKALIKE_DEVICE": "cpu", "LOOKALIKE_EMBED_BATCH_SIZE": "4"}
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "lookalike", "dev", "--port", "0", "--data", str(data)),
+                *("--demo-size", str(DEMO_SIZE), "--demo-seed", "7"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+        )
+    try:
+        lines = _read_announcements(process, STARTUP_S)
+        log = stderr_path.read_text(errors="replace")[-4000:]
+        assert len(lines) == 2, f"stdout: {lines!r}\n{log}"
+        assert lines[0].startswith("search: http://127.0.0.1:"), lines
+        assert lines[0].endswith("/"), lines
+        assert lines[1].startswith("broker: 127.0.0.1:"), lines
+        yield DevStack(
+            process=process,
+            search_url=lines[0].removeprefix("search: "),
+            broker=lines[1].removeprefix("broker: "),
+            data=data,
+            stderr_path=stderr_path,
+        )
+    finally:
+        _ensure_stopped(process)
+
+
+def test_demo_catalog_is_served_indexed_and_edited_live(
+    stack: DevStack, catalog: DemoCatalog
+) -> None:
+    base = stack.search_url
+
+    def ready() -> bool:
+        status, _ = _http(f"{base}readyz")
+        return bool(status == 200)
+
+    _wait(ready, 30, "/readyz", stack)
+
+    # The demo's live edits are published once the catalog is indexed; once they show, the whole
+    # catalog went through the stack.
+    price_edit = next(e.listing for e in catalog.edits if e.kind == "price")
+    photo_edit = next(e.listing for e in catalog.edits if e.kind == "photo")
+    deleted = next(e.listing for e in catalog.edits if e.kind == "delete")
+
+    def edits_applied() -> bool:
+        price_status, priced = _http(f"{base}v1/listings/{price_edit.listing_id}")
+        photo_status, photo = _http(f"{base}v1/listings/{photo_edit.listing_id}")
+        gone_status, _ = _http(f"{base}v1/listings/{deleted.listing_id}")
+        return bool(
+            price_status == 200
+            and priced["price"]["amount"] == str(price_edit.price)
+            and photo_status == 200
+            and photo["title"] == photo_edit.title
+            and gone_status == 404
+        )
+
+    _wait(edits_applied, 60, "the demo's live edits", stack)
+    edited = {edit.listing.listing_id: edit.listing for edit in catalog.edits}
+    for listing in catalog.listings:
+        status, shown = _http(f"{base}v1/listings/{listing.listing_id}")
+        if listing.listing_id == deleted.listing_id:
+            assert status == 404
+            continue
+        expected = edited.get(listing.listing_id, listing)
+        assert status == 200, (listing.listing_id, shown)
+        assert (shown["title"], shown["category"]) == (expected.title, expected.category)
+        assert shown["price"] == {"amount": str(expected.price), "currency": expected.currency}
+
+    # The photos on disk are the catalog's own (deterministic from the seed).
+    target = next(item for item in catalog.listings if item.listing_id not in catalog.edited_ids)
+    photo = (stack.data / "demo" / "photos" / target.photos[0]).read_bytes()
+    assert photo == catalog.photos[target.photos[0]]
+    hits = _search(base, photo)
+    assert hits[0]["id"] == target.listing_id
+    assert hits[0]["score"] > 0.99
+    assert deleted.listing_id not in {hit["id"] for hit in hits}
+
+    # A deletion published by anyone on the printed broker takes the listing out of results.
+    with ListingPublisher(stack.broker) as publisher:
+        publisher.publish(
+            ListingDeleted(
+                listing_id=target.listing_id,
+                version=time.time_ns(),  # newer than the demo's millisecond versions
+                occurred_at=datetime.now(UTC),
+            )
+        )
+
+    def target_gone() -> bool:
+        return target.listing_id not in {hit["id"] for hit in _search(base, photo)}
+
+    _wait(target_gone, 30, f"{target.listing_id} to leave the results", stack)
+    status, _ = _http(f"{base}v1/listings/{target.listing_id}")
+    assert status == 404
+
+
+def test_ctrl_c_stops_everything_cleanly(stack: DevStack) -> None:
+    broker_pids = _tansu_pids(stack.broker)
+    assert broker_pids, "the dev broker should be running before the stop"
+    started = time.monotonic()
+    stack.process.send_signal(signal.SIGINT)
+    code = stack.process.wait(timeout=SHUTDOWN_S)
+    took = time.monotonic() - started
+    assert code == 0, stack.log()
+    assert took < SHUTDOWN_S
+    assert _tansu_pids(stack.broker) == []
+    assert not _port_open(stack.broker)
+    assert not _port_open(stack.search_url.removeprefix("http://").rstrip("/"))
+    log = stack.log()
+    for event in ("worker_stopped", "store_closed", "broker_stopped"):
+        assert f'"event": "{event}"' in log, log
+
+
+def test_dev_on_a_given_broker_without_demo(broker: DevBroker, tmp_path: Path) -> None:
+    env = {**os.environ, "LOOKALIKE_DEVICE": "cpu"}
+    args = ["dev", "--no-demo", "--broker", broker.bootstrap, "--port", "0"]
+    stderr_path = tmp_path / "stderr.log"
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lookalike", *args, "--data", str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+        )
+    stack = DevStack(process, "", broker.bootstrap, tmp_path, stderr_path)
+    try:
+        lines = _read_announcements(process, STARTUP_S, count=1)
+        assert len(lines) == 1 and lines[0].startswith("search: http://"), (lines, stack.log())
+        base = lines[0].removeprefix("search: ")
+
+        def ready() -> bool:
+            status, _ = _http(f"{base}readyz")
+            return bool(status == 200)
+
+        _wait(ready, 30, "/readyz", stack)
+        # It announced no broker of its own, and started none.
+        assert _read_announcements(process, 1.0, count=1) == []
+        assert _tansu_pids(broker.bootstrap) == [pid for pid in [broker.pid] if pid]
+        assert "listings" in topic_partitions(broker.bootstrap)
+        assert not (tmp_path / "demo").exists()
+        status, _ = _http(f"{base}v1/listings/demo-0001")
+        assert status == 404
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=SHUTDOWN_S) == 0, stack.log()
+        # The broker it was given is not its to stop.
+        assert _port_open(broker.bootstrap)
+        assert "listings" in topic_partitions(broker.bootstrap)
+    finally:
+        _ensure_stopped(process)
