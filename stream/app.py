@@ -15,6 +15,7 @@ from mode.types.signals import BaseSignalT
 
 from stream.batching import Batcher
 from stream.indexer import Applied, Incoming, ListingIndexer, Prepared
+from stream.offsets import HoleWatch, InOrder, guard_commits
 from stream.resources import WorkerResources
 from stream.settings import WorkerSettings
 
@@ -133,6 +134,9 @@ def create_app(
     guard = TableGuard(versions)
     dead_letters = TopicDeadLetters(dlq)
     holder = _Holder(settings, resources, guard, dead_letters)
+    # Events are applied in log order and none is skipped, whatever faust's consumer does.
+    in_order = InOrder(app)
+    hole_watch = HoleWatch(app, b.topic, in_order)
 
     @app.task  # type: ignore[untyped-decorator]
     async def load_resources() -> None:
@@ -159,12 +163,18 @@ def create_app(
         # Events read while Faust is still seeking the partitions after table recovery can be
         # skipped (and acked) by Faust itself; start reading once the worker is ready.
         await cast(Any, app.tables).recovery.completed.wait()
+        guard_commits(app.consumer)
         try:
             async for event in cast(faust.Stream[bytes], stream).noack().events():
-                await batcher.add(event)
+                if await in_order.admit(event):
+                    await batcher.add(event)
         finally:
             flusher.cancel()
             await pipeline.drain()
+
+    @app.timer(interval=s.hole_check_every_s)  # type: ignore[untyped-decorator]
+    async def refetch_dropped_events() -> None:
+        await hole_watch.check()
 
     @app.timer(interval=s.optimize_check_every_s)  # type: ignore[untyped-decorator]
     async def optimize_when_idle() -> None:

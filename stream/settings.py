@@ -39,6 +39,8 @@ class StreamSettings(BaseSettings):
     optimize_after_writes: int = Field(default=1000, ge=1)
     optimize_idle_s: float = Field(default=30.0, gt=0)
     optimize_check_every_s: float = Field(default=5.0, gt=0)
+    # How often the worker looks for events Faust dropped around a rebalance (see stream.offsets).
+    hole_check_every_s: float = Field(default=5.0, gt=0)
     # How long a failed store write is retried before the worker gives up (and crashes unacked).
     store_retry_s: float = Field(default=60.0, gt=0)
     # Faust's own web server: off by default, so workers never clash on port 6066.
