@@ -50,12 +50,19 @@ class TruncatedImage(ImageError):  # noqa: N818 - names fixed by the module cont
     code = "truncated_image"
 
 
+class ExtremeAspectRatio(ImageError):  # noqa: N818 - named like its siblings
+    code = "extreme_aspect_ratio"
+
+
 @dataclass(frozen=True)
 class ImageLimits:
-    """What one image may cost: its encoded size and its decoded pixel count."""
+    """What one image may cost: its encoded size, its decoded pixel count and its shape."""
 
     max_bytes: int
     max_pixels: int
+    # Preprocessing scales the shorter side up to the model's input, so a 1 x 40000 strip would
+    # become gigabytes of pixels; no product photo is that thin.
+    max_aspect_ratio: float = 20.0
 
     @classmethod
     def from_settings(cls, s: ImageSettings) -> ImageLimits:
@@ -142,6 +149,11 @@ def _open(data: bytes, limits: ImageLimits) -> Image.Image:
     if width * height > limits.max_pixels:
         raise TooManyPixels(
             f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}"
+        )
+    if max(width, height) > limits.max_aspect_ratio * min(width, height):
+        raise ExtremeAspectRatio(
+            f"image is {width}x{height}; its sides may differ by at most "
+            f"{limits.max_aspect_ratio:g}x"
         )
     return img
 

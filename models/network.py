@@ -18,6 +18,8 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as nnf
 
+from models.images import ImageLimits, decode_image
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "VARIANTS",
@@ -58,18 +60,33 @@ class Preprocessing:
     # slightly better (own cosine +0.02) and keeps objects near the edges of a shopper's photo.
     crop_padding: int = 0
 
-    def prepare(self, image: Image.Image) -> np.ndarray:
-        """One image as a (size, size, 3) uint8 array."""
+    @property
+    def decode_size(self) -> int:
+        """The shorter side a decoder must keep (reduced-size JPEG decoding stops there)."""
+        return self.size + self.crop_padding
+
+    def load(self, data: bytes, limits: ImageLimits) -> Image.Image:
+        """Image bytes decoded safely and fitted: the blocking half of preprocessing, for the
+        decode threads, so the inference thread only stacks and scales."""
+        return self.fit(decode_image(data, limits, self.decode_size))
+
+    def fit(self, image: Image.Image) -> Image.Image:
+        """The RGB (size, size) crop the model sees; an image already fitted is returned as is."""
         img = image if image.mode == "RGB" else image.convert("RGB")
         w, h = img.size
+        if w == h == self.size:
+            return img
         short = self.size + self.crop_padding
         scale = short / min(w, h)
         nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
         # reducing_gap lets Pillow shrink big phone photos by cheap integer reduction first.
         img = img.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=3.0)
         left, top = (nw - self.size) // 2, (nh - self.size) // 2
-        img = img.crop((left, top, left + self.size, top + self.size))
-        return np.asarray(img, dtype=np.uint8)
+        return img.crop((left, top, left + self.size, top + self.size))
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """One image as a (size, size, 3) uint8 array."""
+        return np.asarray(self.fit(image), dtype=np.uint8)
 
     def to_tensor(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """A batch as a (N, 3, size, size) float32 tensor, scaled with mean and std."""

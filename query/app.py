@@ -83,11 +83,10 @@ def _fetcher_ctx(settings: ApiSettings, given: ImageFetcher | None) -> CleanupCt
 def _decoder_ctx(settings: ApiSettings) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         embedder = app[EMBEDDER]
-        prep = embedder.embedder.preprocessing
-        # JPEGs decode at a reduced scale, never below what preprocessing resizes to.
-        min_side = prep.size + prep.crop_padding
         decoder = Decoder(
-            ImageLimits.from_settings(settings.images), min_side, settings.decode_threads
+            ImageLimits.from_settings(settings.images),
+            embedder.embedder.preprocessing,
+            settings.decode_threads,
         )
         app[DECODER] = decoder
         try:

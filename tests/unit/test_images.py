@@ -19,6 +19,7 @@ from PIL import Image, ImageFile, ImageSequence
 
 from models.images import (
     ACCEPTED_FORMATS,
+    ExtremeAspectRatio,
     ImageError,
     ImageLimits,
     ImageTooLarge,
@@ -201,11 +202,11 @@ def test_cmyk_jpeg_becomes_rgb() -> None:
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
-    ramp = np.tile(np.linspace(0, 65535, 256, dtype=np.uint16), (4, 1))
+    ramp = np.tile(np.linspace(0, 65535, 256, dtype=np.uint16), (16, 1))
     data = encode(Image.fromarray(ramp), "PNG")
     assert Image.open(io.BytesIO(data)).mode.startswith("I")
     out = np.asarray(decode_image(data, LIMITS))
-    assert out.shape == (4, 256, 3)
+    assert out.shape == (16, 256, 3)
     row = out[0, :, 0].astype(int)
     # Pillow's own conversion clips everything above 255 to white; a scaled ramp stays a ramp.
     assert row[0] == 0
@@ -465,3 +466,12 @@ def test_content_hash_is_sha256_of_the_bytes() -> None:
 def test_limits_from_settings() -> None:
     limits = ImageLimits.from_settings(ImageSettings(max_image_bytes=4096, max_image_pixels=77))
     assert limits == ImageLimits(max_bytes=4096, max_pixels=77)
+
+
+def test_extreme_aspect_ratio_is_refused_from_the_header() -> None:
+    # Scaled to the model's 224 px shorter side, a 2 x 4000 strip would be 448k x 224 pixels.
+    with pytest.raises(ExtremeAspectRatio):
+        decode_image(png_with_size(2, 4000), LIMITS)
+    banner = encode(Image.new("RGB", (40, 800), (10, 20, 30)), "PNG")
+    ok = decode_image(banner, LIMITS)  # 20:1 is still a photo (a banner)
+    assert ok.size == (40, 800)
