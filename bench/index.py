@@ -175,7 +175,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             embedder=runner,
             store=store,
             fetcher=fetcher,
-            decode_min_side=embedder.preprocessing.size,
+            preprocessing=embedder.preprocessing,
             owned=False,
         )
         async with serve_images() as images:

@@ -145,7 +145,7 @@ async def _worker(
         embedder=embedder,
         store=store,
         fetcher=fetcher,
-        decode_min_side=embedder.embedder.preprocessing.size,
+        preprocessing=embedder.embedder.preprocessing,
         # Shared with the API: closed here, after both stopped, not by the worker.
         owned=False,
         decode_pool=decode_pool,

@@ -17,7 +17,8 @@ from PIL import Image
 
 from models.events import EventError, ListingDeleted, ListingUpserted, parse_event
 from models.fetch import FetchError
-from models.images import ImageError, ImageLimits, content_hash, decode_image
+from models.images import ImageError, ImageLimits, content_hash
+from models.network import Preprocessing
 from models.store.types import ListingPoint, VectorStore, category_prefixes
 from stream.metrics import WorkerMetrics
 
@@ -143,7 +144,7 @@ class ListingIndexer:
         metrics: WorkerMetrics,
         decode_pool: Executor,
         image_limits: ImageLimits,
-        decode_min_side: int | None = 224,
+        preprocessing: Preprocessing,
         fetch_attempts: int = 1,
         store_retry_s: float = 60.0,
     ) -> None:
@@ -155,7 +156,7 @@ class ListingIndexer:
         self.metrics = metrics
         self._decode_pool = decode_pool
         self._limits = image_limits
-        self._min_side = decode_min_side
+        self._preprocessing = preprocessing
         self._fetch_attempts = fetch_attempts
         self._store_retry_s = store_retry_s
         # Store writes and optimize() never overlap.
@@ -290,7 +291,7 @@ class ListingIndexer:
         loop = asyncio.get_running_loop()
         try:
             photo.image = await loop.run_in_executor(
-                self._decode_pool, decode_image, data, self._limits, self._min_side
+                self._decode_pool, self._preprocessing.load, data, self._limits
             )
         except ImageError as exc:
             photo.error = exc.code

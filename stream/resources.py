@@ -11,6 +11,7 @@ import structlog
 from models.embedder import AsyncEmbedder, Embedder
 from models.fetch import ImageFetcher
 from models.images import ImageLimits
+from models.network import Preprocessing
 from models.store.types import VectorStore
 from stream.indexer import AsyncEmbedderLike, DeadLetters, Fetcher, ListingIndexer, VersionGuard
 from stream.metrics import WorkerMetrics
@@ -28,8 +29,9 @@ class WorkerResources:
     embedder: AsyncEmbedderLike
     store: VectorStore
     fetcher: Fetcher
+    # Photos are decoded and fitted to the model's input in the decode threads.
+    preprocessing: Preprocessing
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
-    decode_min_side: int | None = 224
     owned: bool = True
     decode_pool: ThreadPoolExecutor | None = None
 
@@ -53,7 +55,7 @@ class WorkerResources:
             store=store,
             fetcher=fetcher,
             metrics=metrics or WorkerMetrics(),
-            decode_min_side=embedder.preprocessing.size,
+            preprocessing=embedder.preprocessing,
         )
 
     def indexer(self, guard: VersionGuard, dead_letters: DeadLetters) -> ListingIndexer:
@@ -71,7 +73,7 @@ class WorkerResources:
             metrics=self.metrics,
             decode_pool=self.decode_pool,
             image_limits=ImageLimits.from_settings(self.settings.images),
-            decode_min_side=self.decode_min_side,
+            preprocessing=self.preprocessing,
             fetch_attempts=self.settings.fetch.fetch_retries + 1,
             store_retry_s=self.settings.stream.store_retry_s,
         )

@@ -98,7 +98,7 @@ async def harness(
         embedder=runner,
         store=store,
         fetcher=fetcher,
-        decode_min_side=embedder.preprocessing.size,
+        preprocessing=embedder.preprocessing,
         owned=False,
     )
     try:
