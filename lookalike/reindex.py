@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from models.embedder import AsyncEmbedder, Embedder
 from models.fetch import FetchError, ImageFetcher
-from models.images import ImageError, ImageLimits, content_hash, decode_image
+from models.images import ImageError, ImageLimits, content_hash
+from models.network import Preprocessing
 from models.settings import FetchSettings, ImageSettings, ModelSettings, StoreSettings
 from models.store.edge import stored_vector_size
 from models.store.factory import collection_name_for, model_id_of, open_store, resolve_alias
@@ -56,12 +57,12 @@ async def _source_dim(settings: StoreSettings, collection: str) -> int:
 
 
 async def _photos(
-    fetcher: ImageFetcher, urls: list[str], limits: ImageLimits, min_side: int
+    fetcher: ImageFetcher, urls: list[str], limits: ImageLimits, preprocessing: Preprocessing
 ) -> list[tuple[str, str, Image.Image]]:
     async def one(url: str) -> tuple[str, str, Image.Image] | None:
         try:
             data = await fetcher.fetch(url)
-            image = await asyncio.to_thread(decode_image, data, limits, min_side)
+            image = await asyncio.to_thread(preprocessing.load, data, limits)
         except (FetchError, ImageError) as exc:
             log.warning("reindex_photo_failed", url=url, error=str(exc))
             return None
@@ -81,7 +82,10 @@ async def _copy(
     payload: dict[str, Any] = dict(listing.payload)
     urls = payload.get("source_image_urls") or payload.get("image_urls") or []
     photos = await _photos(
-        fetcher, [u for u in urls if isinstance(u, str)], limits, _min_side(embedder)
+        fetcher,
+        [u for u in urls if isinstance(u, str)],
+        limits,
+        embedder.embedder.preprocessing,
     )
     if not photos:
         return 0
@@ -94,10 +98,6 @@ async def _copy(
     )
     await target.upsert_listing(ListingPoint(listing.listing_id, vectors.tolist(), payload))
     return len(photos)
-
-
-def _min_side(embedder: AsyncEmbedder) -> int:
-    return embedder.embedder.preprocessing.size
 
 
 async def reindex(
