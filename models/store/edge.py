@@ -9,7 +9,7 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,20 +21,15 @@ from models.store.filters import PAYLOAD_INDEXES, Conditions, conditions, edge_f
 from models.store.maxsim import (
     Matrix,
     as_matrix,
-    matched_image_index,
-    normalized,
-    stored_matrix,
 )
+from models.store.querying import QueryingStore, hits, stored_listing
 from models.store.types import (
     DimensionMismatch,
     Hit,
-    ListingNotFound,
     ListingPoint,
     SearchFilters,
     StoredListing,
     StoreError,
-    Vector,
-    VectorStore,
     point_id,
 )
 
@@ -62,21 +57,7 @@ def _schema(kind: str) -> qe.PayloadSchemaType:
     return qe.PayloadSchemaType.Float if kind == "float" else qe.PayloadSchemaType.Keyword
 
 
-def _rows(vector: Any) -> list[Vector]:
-    m = stored_matrix(vector)
-    return [] if m is None else [[float(x) for x in row] for row in m]
-
-
-def _listing(record: qe.Record | qe.ScoredPoint, with_vectors: bool) -> StoredListing:
-    payload = dict(record.payload or {})
-    return StoredListing(
-        listing_id=str(payload.get("listing_id", record.id)),
-        payload=payload,
-        vectors=_rows(record.vector) if with_vectors else [],
-    )
-
-
-class EdgeStore(VectorStore):
+class EdgeStore(QueryingStore):
     """A collection stored as an EdgeShard at <index_path>/<collection_name>/.
 
     Every Edge call runs on one dedicated thread, in submission order, so a write is visible to
@@ -279,7 +260,7 @@ class EdgeStore(VectorStore):
 
     def _retrieve(self, listing_id: str, with_vectors: bool) -> StoredListing | None:
         records = self._require().retrieve([point_id(listing_id)], True, with_vectors)
-        return _listing(records[0], with_vectors) if records else None
+        return stored_listing(records[0], with_vectors) if records else None
 
     async def get(self, listing_id: str, with_vectors: bool = False) -> StoredListing | None:
         return await self._run(self._retrieve, listing_id, with_vectors)
@@ -292,42 +273,9 @@ class EdgeStore(VectorStore):
             with_payload=True,
             with_vector=True,
         )
-        unit_query = normalized(query)
-        hits = []
-        for p in self._require().query(request):
-            listing = _listing(p, with_vectors=False)
-            hits.append(
-                Hit(
-                    listing_id=listing.listing_id,
-                    score=float(p.score),
-                    payload=listing.payload,
-                    matched_image_index=matched_image_index(unit_query, p.vector),
-                )
-            )
-        return hits
+        return hits(self._require().query(request), query)
 
-    async def search(
-        self, vectors: Sequence[Vector], k: int, filters: SearchFilters | None = None
-    ) -> list[Hit]:
-        query = as_matrix(vectors, self._dim, "query")
-        if k < 1:
-            return []
-        where = conditions(filters if filters is not None else SearchFilters())
-        return await self._run(self._query, query, k, where)
-
-    async def similar(
-        self, listing_id: str, k: int, filters: SearchFilters | None = None
-    ) -> list[Hit]:
-        source = await self.get(listing_id, with_vectors=True)
-        if source is None:
-            raise ListingNotFound(f"listing {listing_id!r} is not in {self._name!r}")
-        query = as_matrix(source.vectors, self._dim, f"listing {listing_id!r}")
-        if k < 1:
-            return []
-        where = conditions(
-            filters if filters is not None else SearchFilters(),
-            exclude_point_ids=[point_id(listing_id)],
-        )
+    async def _nearest(self, query: Matrix, k: int, where: Conditions) -> list[Hit]:
         return await self._run(self._query, query, k, where)
 
     async def count(self, filters: SearchFilters | None = None) -> int:
@@ -344,7 +292,7 @@ class EdgeStore(VectorStore):
             )
             records, offset = await self._run(lambda r=request: self._require().scroll(r))
             for record in records:
-                yield _listing(record, with_vectors)
+                yield stored_listing(record, with_vectors)
             if offset is None:
                 return
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from qdrant_client import AsyncQdrantClient
@@ -16,20 +16,15 @@ from models.store.filters import PAYLOAD_INDEXES, Conditions, conditions, server
 from models.store.maxsim import (
     Matrix,
     as_matrix,
-    matched_image_index,
-    normalized,
-    stored_matrix,
 )
+from models.store.querying import QueryingStore, hits, stored_listing
 from models.store.types import (
     DimensionMismatch,
     Hit,
-    ListingNotFound,
     ListingPoint,
     SearchFilters,
     StoredListing,
     StoreError,
-    Vector,
-    VectorStore,
     point_id,
 )
 
@@ -40,21 +35,7 @@ _SCHEMAS = {"keyword": qm.PayloadSchemaType.KEYWORD, "float": qm.PayloadSchemaTy
 OPTIMIZE_POLL_S = 0.5
 
 
-def _rows(vector: Any) -> list[Vector]:
-    m = stored_matrix(vector)
-    return [] if m is None else [[float(x) for x in row] for row in m]
-
-
-def _listing(record: qm.Record | qm.ScoredPoint, with_vectors: bool) -> StoredListing:
-    payload = dict(record.payload or {})
-    return StoredListing(
-        listing_id=str(payload.get("listing_id", record.id)),
-        payload=payload,
-        vectors=_rows(record.vector) if with_vectors else [],
-    )
-
-
-class ServerStore(VectorStore):
+class ServerStore(QueryingStore):
     """A collection on a Qdrant server, read by everyone through a real alias.
 
     The client is given, not created: the factory shares one local-mode client between the stores
@@ -203,9 +184,9 @@ class ServerStore(VectorStore):
             records = await self._client.retrieve(
                 self._name, ids=[point_id(listing_id)], with_payload=True, with_vectors=with_vectors
             )
-        return _listing(records[0], with_vectors) if records else None
+        return stored_listing(records[0], with_vectors) if records else None
 
-    async def _query(self, query: Matrix, k: int, where: Conditions) -> list[Hit]:
+    async def _nearest(self, query: Matrix, k: int, where: Conditions) -> list[Hit]:
         with self._errors("query"):
             response = await self._client.query_points(
                 self._name,
@@ -215,44 +196,7 @@ class ServerStore(VectorStore):
                 with_payload=True,
                 with_vectors=True,
             )
-        unit_query = normalized(query)
-        hits = []
-        for p in response.points:
-            listing = _listing(p, with_vectors=False)
-            hits.append(
-                Hit(
-                    listing_id=listing.listing_id,
-                    score=float(p.score),
-                    payload=listing.payload,
-                    matched_image_index=matched_image_index(unit_query, p.vector),
-                )
-            )
-        return hits
-
-    async def search(
-        self, vectors: Sequence[Vector], k: int, filters: SearchFilters | None = None
-    ) -> list[Hit]:
-        query = as_matrix(vectors, self._dim, "query")
-        if k < 1:
-            return []
-        return await self._query(
-            query, k, conditions(filters if filters is not None else SearchFilters())
-        )
-
-    async def similar(
-        self, listing_id: str, k: int, filters: SearchFilters | None = None
-    ) -> list[Hit]:
-        source = await self.get(listing_id, with_vectors=True)
-        if source is None:
-            raise ListingNotFound(f"listing {listing_id!r} is not in {self._name!r}")
-        query = as_matrix(source.vectors, self._dim, f"listing {listing_id!r}")
-        if k < 1:
-            return []
-        where = conditions(
-            filters if filters is not None else SearchFilters(),
-            exclude_point_ids=[point_id(listing_id)],
-        )
-        return await self._query(query, k, where)
+        return hits(response.points, query)
 
     async def count(self, filters: SearchFilters | None = None) -> int:
         with self._errors("count"):
@@ -275,7 +219,7 @@ class ServerStore(VectorStore):
                     with_vectors=with_vectors,
                 )
             for record in records:
-                yield _listing(record, with_vectors)
+                yield stored_listing(record, with_vectors)
             if next_offset is None:
                 return
             offset = next_offset

@@ -1,0 +1,84 @@
+"""What both backends share: records to listings and hits, and search/similar over `_nearest`."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from models.store.filters import Conditions, conditions
+from models.store.maxsim import Matrix, as_matrix, matched_image_index, normalized, stored_matrix
+from models.store.types import (
+    Hit,
+    ListingNotFound,
+    SearchFilters,
+    StoredListing,
+    Vector,
+    VectorStore,
+    point_id,
+)
+
+
+def stored_listing(record: Any, with_vectors: bool) -> StoredListing:
+    """A Record or ScoredPoint of either engine (both have id, payload, vector) as a listing."""
+    payload = dict(record.payload or {})
+    vectors: list[Vector] = []
+    if with_vectors:
+        m = stored_matrix(record.vector)
+        vectors = [] if m is None else [[float(x) for x in row] for row in m]
+    return StoredListing(
+        listing_id=str(payload.get("listing_id", record.id)), payload=payload, vectors=vectors
+    )
+
+
+def hits(points: Iterable[Any], query: Matrix) -> list[Hit]:
+    """Scored points (returned with their vectors) as hits, each naming its best-matching photo."""
+    unit_query = normalized(query)
+    found = []
+    for p in points:
+        listing = stored_listing(p, with_vectors=False)
+        found.append(
+            Hit(
+                listing_id=listing.listing_id,
+                score=float(p.score),
+                payload=listing.payload,
+                matched_image_index=matched_image_index(unit_query, p.vector),
+            )
+        )
+    return found
+
+
+class QueryingStore(VectorStore):
+    """search and similar, written once; a backend supplies the nearest-neighbour query."""
+
+    _name: str
+    _dim: int
+
+    @abstractmethod
+    async def _nearest(self, query: Matrix, k: int, where: Conditions) -> list[Hit]:
+        """The k best listings for a query multivector under the given conditions."""
+
+    async def search(
+        self, vectors: Sequence[Vector], k: int, filters: SearchFilters | None = None
+    ) -> list[Hit]:
+        query = as_matrix(vectors, self._dim, "query")
+        if k < 1:
+            return []
+        return await self._nearest(
+            query, k, conditions(filters if filters is not None else SearchFilters())
+        )
+
+    async def similar(
+        self, listing_id: str, k: int, filters: SearchFilters | None = None
+    ) -> list[Hit]:
+        source = await self.get(listing_id, with_vectors=True)
+        if source is None:
+            raise ListingNotFound(f"listing {listing_id!r} is not in {self._name!r}")
+        query = as_matrix(source.vectors, self._dim, f"listing {listing_id!r}")
+        if k < 1:
+            return []
+        where = conditions(
+            filters if filters is not None else SearchFilters(),
+            exclude_point_ids=[point_id(listing_id)],
+        )
+        return await self._nearest(query, k, where)
