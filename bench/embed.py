@@ -10,7 +10,6 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from itertools import cycle, islice
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,7 +20,7 @@ from models.embedder import Embedder, resolve_device
 from models.images import ImageLimits, decode_image
 from models.network import load_model
 from models.settings import ImageSettings
-from tests.photos import PHOTO_FILES, jpeg_bytes, photo
+from tests.photos import sized_jpegs
 
 # Long sides of typical phone photos as uploaded (after the app's own downscale).
 PHONE_LONG_SIDES = (1600, 1280, 1024)
@@ -36,17 +35,6 @@ class Row:
     model_ips: float
     model_contiguous_ips: float | None
     end_to_end_ips: float
-
-
-def phone_photos(count: int) -> list[bytes]:
-    """The bundled real photos, upscaled to phone sizes and saved as JPEG (quality 90)."""
-    out = []
-    for name, side in islice(zip(cycle(PHOTO_FILES), cycle(PHONE_LONG_SIDES)), count):
-        img = photo(name)
-        scale = side / max(img.size)
-        size = (round(img.width * scale), round(img.height * scale))
-        out.append(jpeg_bytes(img.resize(size, Image.Resampling.BICUBIC), quality=90))
-    return out
 
 
 def rate(work: Callable[[], object], items: int, repeats: int) -> float:
@@ -143,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     limits = ImageLimits.from_settings(ImageSettings())
-    files = phone_photos(args.images)
+    # The bundled real photos, upscaled to phone sizes.
+    files = sized_jpegs(args.images, PHONE_LONG_SIDES, quality=90)
     size = load_model().preprocessing.size
     dims = [decode_image(f, limits).size for f in files]
     mean_kb = statistics.mean(len(f) for f in files) / 1024

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from models.embedder import AsyncEmbedder, Embedder
 from models.events import ImageRef, ListingUpserted, Price
@@ -37,22 +36,11 @@ from stream.resources import WorkerResources
 from stream.settings import StreamSettings, WorkerSettings
 from stream.worker import running_worker
 from tests.imageserver import serve_images
-from tests.photos import PHOTO_FILES, jpeg_bytes, photo
+from tests.photos import PHOTO_FILES, sized_jpegs
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "index.json"
 # Long sides of seller photos as listing sites store them.
 LONG_SIDES = (1024, 800)
-
-
-def catalog_photos(count: int) -> list[bytes]:
-    """Real photos at seller sizes, as JPEG; cycled, so bytes repeat but every URL is distinct."""
-    out = []
-    for name, side in islice(zip(cycle(PHOTO_FILES), cycle(LONG_SIDES)), count):
-        img = photo(name)
-        scale = side / max(img.size)
-        size = (round(img.width * scale), round(img.height * scale))
-        out.append(jpeg_bytes(img.resize(size, Image.Resampling.BICUBIC), quality=88))
-    return out
 
 
 def model_only_rates(
@@ -119,7 +107,8 @@ async def wait_handled(metrics: WorkerMetrics, n: int, timeout_s: float) -> None
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.torch_threads or torch.get_num_threads())
-    files = catalog_photos(len(PHOTO_FILES) * len(LONG_SIDES))
+    # Real photos at seller sizes; cycled, so bytes repeat but every URL is distinct.
+    files = sized_jpegs(len(PHOTO_FILES) * len(LONG_SIDES), LONG_SIDES, quality=88)
     embedder = Embedder.from_settings(
         ModelSettings(device=args.device, embed_batch_size=max(args.batch_sizes))
     )

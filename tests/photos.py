@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from functools import cache
+from itertools import cycle, islice
 from pathlib import Path
 
 import skimage.data
@@ -56,3 +58,14 @@ def rephotographed(name: str, angle: float = 4.0, crop: float = 0.08, quality: i
         (int(w * 0.7), int(h * 0.7)), Image.Resampling.BILINEAR
     )
     return jpeg_bytes(img, quality=quality)
+
+
+def sized_jpegs(count: int, long_sides: Sequence[int], quality: int) -> list[bytes]:
+    """`count` JPEGs of the bundled photos, cycling through the photos and the long-side sizes."""
+    out = []
+    for name, side in islice(zip(cycle(PHOTO_FILES), cycle(long_sides)), count):
+        img = photo(name)
+        scale = side / max(img.size)
+        size = (round(img.width * scale), round(img.height * scale))
+        out.append(jpeg_bytes(img.resize(size, Image.Resampling.BICUBIC), quality=quality))
+    return out
