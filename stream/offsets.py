@@ -34,30 +34,33 @@ def _log_starts(consumer: Any) -> dict[TP, int]:
 _UNKNOWN = -1
 
 
-def _head_hole(consumer: Any, tp: TP) -> int | None:
-    """The first offset of `tp` the group still owes (the committed offset, or the log start when
-    nothing was committed) if it is not acked; _UNKNOWN when the log start is not known yet."""
+def _known_owed(consumer: Any, tp: TP) -> int | None:
+    """The first offset of `tp` the group has not committed (the log start when nothing was
+    committed); None while that log start has not been asked for yet."""
     committed = consumer._committed_offset.get(tp)
-    if committed is None or committed < 0:
-        committed = _log_starts(consumer).get(tp, _UNKNOWN)
-        if committed == _UNKNOWN:
-            return _UNKNOWN
-    if committed in consumer._acked_index[tp] or consumer._gap[tp].overlaps_point(committed):
+    if committed is not None and committed >= 0:
+        return int(committed)
+    return _log_starts(consumer).get(tp)
+
+
+def _head_hole(consumer: Any, tp: TP) -> int | None:
+    """The owed offset of `tp` if it is not acked; _UNKNOWN when it is not known yet."""
+    owed = _known_owed(consumer, tp)
+    if owed is None:
+        return _UNKNOWN
+    if owed in consumer._acked_index[tp] or consumer._gap[tp].overlaps_point(owed):
         # Acked, or a real gap in the log (compaction, transaction markers).
         return None
-    return int(committed)
+    return owed
 
 
 async def owed_offset(consumer: Any, tp: TP) -> int:
     """The first offset of `tp` the group has not committed: where processing must resume."""
-    committed = consumer._committed_offset.get(tp)
-    if committed is not None and committed >= 0:
-        return int(committed)
-    starts = _log_starts(consumer)
-    if tp not in starts:
+    owed = _known_owed(consumer, tp)
+    if owed is None:
         earliest = await consumer.earliest_offsets(tp)
-        starts[tp] = max(int(earliest.get(tp, 0) or 0), 0)
-    return starts[tp]
+        owed = _log_starts(consumer)[tp] = max(int(earliest.get(tp, 0) or 0), 0)
+    return owed
 
 
 def _release(consumer: Any, message: Any) -> None:
@@ -172,10 +175,8 @@ class HoleWatch:
 
     async def _first_unacked(self, tp: TP) -> int | None:
         consumer = self._app.consumer
-        offset = await owed_offset(consumer, tp)
-        if offset in consumer._acked_index[tp] or consumer._gap[tp].overlaps_point(offset):
-            return None
-        return offset
+        await owed_offset(consumer, tp)  # learns the log start when nothing was committed
+        return _head_hole(consumer, tp)
 
     def _held(self, tp: TP, offset: int) -> bool:
         """The event is with the agent (taken, unacked) or waiting in a stream queue for it."""
