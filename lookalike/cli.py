@@ -110,22 +110,23 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
 def _cmd_publish(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from models.events import parse_event
     from models.settings import BrokerSettings
     from stream.publisher import ListingPublisher
 
     broker = BrokerSettings()
     bootstrap = args.broker or broker.broker
-    lines = [line for line in args.file.read_bytes().splitlines() if line.strip()]
-    with ListingPublisher(bootstrap, topic=args.topic or broker.topic) as publisher:
-        for lineno, line in enumerate(tqdm(lines, desc="publish", unit="event"), start=1):
-            try:
-                publisher.publish(parse_event(line))
-            except ValueError as exc:
-                print(f"{args.file}:{lineno}: {exc}", file=sys.stderr)
-                return 2
+    total = sum(1 for line in args.file.read_bytes().splitlines() if line.strip())
+    with (
+        ListingPublisher(bootstrap, topic=args.topic or broker.topic) as publisher,
+        tqdm(total=total, desc="publish", unit="event") as bar,
+    ):
+        try:
+            sent = publisher.publish_file(args.file, on_event=bar.update)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
         publisher.flush()
-    print(f"published {len(lines)} events to {bootstrap}", file=sys.stderr)
+    print(f"published {sent} events to {bootstrap}", file=sys.stderr)
     return 0
 
 

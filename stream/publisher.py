@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -81,8 +81,9 @@ class ListingPublisher:
             n += 1
         return n
 
-    def publish_file(self, path: Path) -> int:
-        """Publish every event of a JSON-lines file (blank lines skipped); invalid lines raise."""
+    def publish_file(self, path: Path, on_event: Callable[[], object] | None = None) -> int:
+        """Publish every event of a JSON-lines file (blank lines skipped); invalid lines raise
+        ValueError naming the file and line. `on_event` is called after each one (progress)."""
         n = 0
         with path.open("rb") as lines:
             for lineno, line in enumerate(lines, start=1):
@@ -94,6 +95,8 @@ class ListingPublisher:
                     raise ValueError(f"{path}:{lineno}: {exc}") from exc
                 self.publish(event)
                 n += 1
+                if on_event is not None:
+                    on_event()
         return n
 
     def flush(self, timeout_s: float = 30.0) -> None:

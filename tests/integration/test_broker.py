@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer
 
+from lookalike.cli import main as cli_main
 from models.events import ListingDeleted, ListingUpserted, encode_event, parse_event
 from stream.broker import CLIENT_GROUP_SETTINGS, DevBroker, dev_broker, topic_partitions
 from stream.publisher import ListingPublisher
@@ -135,3 +136,24 @@ def test_a_broker_that_cannot_start_is_reported(tmp_path: Path) -> None:
     fake.chmod(0o755)
     with pytest.raises(RuntimeError, match="exited with status 3"):
         DevBroker(binary=fake).start(timeout_s=5)
+
+
+def test_lookalike_publish_sends_a_file_and_names_the_bad_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = [listing(f"P{i}", i, [f"https://img.example/{i}.jpg"]) for i in range(3)]
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(b"\n".join(encode_event(e) for e in events) + b"\n")
+    bad = tmp_path / "bad.jsonl"
+    # The blank line counts: the broken event is on line 3 of the file.
+    bad.write_bytes(encode_event(events[0]) + b"\n\n{oops\n")
+    with dev_broker({"listings": 1}) as broker:
+        with pytest.raises(SystemExit) as ok:
+            cli_main(["publish", str(good), "--broker", broker.bootstrap])
+        assert ok.value.code == 0
+        got = consume(broker.bootstrap, "listings", 3)
+        with pytest.raises(SystemExit) as refused:
+            cli_main(["publish", str(bad), "--broker", broker.bootstrap])
+    assert refused.value.code == 2
+    assert "bad.jsonl:3" in capsys.readouterr().err
+    assert [parse_event(v).listing_id for _, v, _ in got] == ["P0", "P1", "P2"]
