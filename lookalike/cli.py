@@ -130,6 +130,67 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from lookalike.evaluation import EvalOptions, format_report, run_eval
+    from models.network import CheckpointError
+    from models.settings import ModelSettings
+
+    model = ModelSettings()
+    if args.model is not None:
+        model = model.model_copy(update={"model_checkpoint": args.model})
+    options = EvalOptions(
+        items=args.items,
+        seed=args.seed,
+        split=args.split,
+        workers=args.workers,
+        progress=not args.json,
+    )
+    try:
+        report = run_eval(model, options)
+    except (CheckpointError, FileNotFoundError) as exc:
+        print(f"eval: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.as_json(), indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from lookalike.training import run_training
+    from models.settings import ModelSettings
+    from models.training.trainer import TrainConfig
+
+    _configure_logging()
+    model = ModelSettings()
+    config = TrainConfig(
+        out_dir=args.out,
+        model_name=model.model_name,
+        device=model.device,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        backbone_lr=args.backbone_lr,
+        projection_dim=args.projection_dim,
+        train_from_block=args.train_from_block,
+        item_weight=args.item_weight,
+        catalog_items=args.items,
+        catalog_seed=args.seed,
+        seed=args.train_seed,
+        workers=args.workers,
+    )
+    try:
+        result = run_training(config, resume=args.resume)
+    except ValueError as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"exported {result.checkpoint} (model_id {result.model_id}, best epoch "
+        f"{result.best_epoch}); serve it with LOOKALIKE_MODEL_CHECKPOINT={result.checkpoint}"
+    )
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -203,6 +264,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="point the alias at the new collection when done",
     )
     reindex.set_defaults(func=_cmd_reindex)
+
+    def catalog_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--items", type=_positive, default=360, help="items in the eval catalog")
+        p.add_argument("--seed", type=int, default=11, help="seed of the eval catalog")
+        p.add_argument("--workers", type=_positive, default=None, help="render/decode processes")
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="recall@k and mAP of buyer-photo->listing and listing->listing search",
+        description="Builds the deterministic evaluation catalog, indexes a split into a scratch "
+        "Qdrant Edge store with the model and queries it.",
+    )
+    evaluate.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="a checkpoint from `lookalike train` "
+        "(default: LOOKALIKE_MODEL_CHECKPOINT, else the ImageNet weights)",
+    )
+    evaluate.add_argument("--split", choices=["train", "val", "test"], default="test")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    catalog_args(evaluate)
+    evaluate.set_defaults(func=_cmd_eval)
+
+    train = sub.add_parser(
+        "train",
+        help="multitask fine-tuning on product and buyer photos; exports a checkpoint",
+        description="Validation retrieval after every epoch goes to OUT/train.jsonl; the best "
+        "epoch is exported to OUT/model.pt with its own model_id.",
+    )
+    train.add_argument("--out", type=Path, default=Path("data/train"), help="run directory")
+    train.add_argument("--epochs", type=_positive, default=8)
+    train.add_argument("--batch-size", type=_positive, default=64)
+    train.add_argument("--lr", type=float, default=3e-3, help="heads and projection")
+    train.add_argument("--backbone-lr", type=float, default=3e-4, help="0 freezes the backbone")
+    train.add_argument("--projection-dim", type=_positive, default=256)
+    train.add_argument(
+        "--train-from-block", type=int, default=11, help="earlier blocks stay frozen (0: none)"
+    )
+    train.add_argument("--item-weight", type=float, default=1.0, help="item-identity loss weight")
+    train.add_argument("--train-seed", type=int, default=0)
+    train.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
+    catalog_args(train)
+    train.set_defaults(func=_cmd_train)
 
     publish = sub.add_parser("publish", help="publish listing events from a JSON-lines file")
     publish.add_argument("file", type=Path, help="one listing event (JSON) per line")

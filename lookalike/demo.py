@@ -4,164 +4,23 @@ from __future__ import annotations
 
 import io
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from importlib.util import find_spec
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
+from models.evalset.products import COLOURS as COLOURS
+from models.evalset.products import PRODUCTS as PRODUCTS
+from models.evalset.products import Product as Product
+from models.evalset.products import darker
+from models.evalset.realphotos import REAL_PHOTOS as REAL_PHOTOS
+from models.evalset.realphotos import RealPhoto as RealPhoto
+from models.evalset.realphotos import real_photo_paths as real_photo_paths
 from models.events import ImageRef, ListingDeleted, ListingUpserted, Price
 
 PHOTO_SIDE = 360
-
-
-@dataclass(frozen=True)
-class RealPhoto:
-    """A photograph shipped inside a wheel and the kind of listing it stands for."""
-
-    package: str
-    relative_path: str
-    title: str
-    category: str
-
-
-# Read by path (never imported: scikit-image and scikit-learn are heavy and only dev extras).
-REAL_PHOTOS: dict[str, RealPhoto] = {
-    "chelsea": RealPhoto(
-        "skimage", "data/chelsea.png", "Tabby cat portrait print", "art/prints/animals"
-    ),
-    "coffee": RealPhoto(
-        "skimage", "data/coffee.png", "Espresso cup and saucer", "home_and_living/kitchen/cups"
-    ),
-    "astronaut": RealPhoto(
-        "skimage", "data/astronaut.png", "Astronaut portrait poster", "art/prints/space"
-    ),
-    "rocket": RealPhoto("skimage", "data/rocket.jpg", "Rocket launch photo", "art/prints/space"),
-    "motorcycle": RealPhoto(
-        "skimage", "data/motorcycle_left.png", "Vintage motorcycle", "vehicles/motorcycles"
-    ),
-    "china": RealPhoto(
-        "sklearn", "datasets/images/china.jpg", "Temple landscape print", "art/prints/travel"
-    ),
-    "flower": RealPhoto(
-        "sklearn",
-        "datasets/images/flower.jpg",
-        "Pink flower close-up print",
-        "art/prints/botanical",
-    ),
-}
-
-
-def real_photo_paths() -> dict[str, Path]:
-    """The bundled photographs that exist in this environment (none if the wheels are absent)."""
-    found: dict[str, Path] = {}
-    for name, photo in REAL_PHOTOS.items():
-        spec = find_spec(photo.package)
-        roots = spec.submodule_search_locations if spec is not None else None
-        if not roots:
-            continue
-        path = Path(next(iter(roots))) / photo.relative_path
-        if path.is_file():
-            found[name] = path
-    return found
-
-
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (200, 40, 40),
-    "orange": (235, 130, 30),
-    "yellow": (235, 200, 40),
-    "green": (50, 150, 70),
-    "teal": (30, 140, 140),
-    "blue": (40, 80, 190),
-    "purple": (120, 60, 160),
-    "pink": (230, 120, 170),
-    "brown": (120, 80, 45),
-    "black": (30, 30, 30),
-    "white": (245, 245, 240),
-    "grey": (130, 130, 135),
-}
-
-Painter = Callable[[ImageDraw.ImageDraw, float, float, float, tuple[int, int, int]], None]
-
-
-def _mug(d: ImageDraw.ImageDraw, cx: float, cy: float, s: float, c: tuple[int, int, int]) -> None:
-    d.rectangle((cx - s * 0.5, cy - s * 0.55, cx + s * 0.35, cy + s * 0.55), fill=c)
-    d.ellipse((cx - s * 0.5, cy - s * 0.65, cx + s * 0.35, cy - s * 0.45), fill=_darker(c))
-    d.arc((cx + s * 0.15, cy - s * 0.3, cx + s * 0.7, cy + s * 0.3), -90, 90, fill=c, width=14)
-
-
-def _shirt(d: ImageDraw.ImageDraw, cx: float, cy: float, s: float, c: tuple[int, int, int]) -> None:
-    pts = [(-0.3, -0.6), (-0.8, -0.3), (-0.6, 0.0), (-0.4, -0.15), (-0.4, 0.7), (0.4, 0.7)]
-    pts += [(0.4, -0.15), (0.6, 0.0), (0.8, -0.3), (0.3, -0.6), (0.0, -0.45)]
-    d.polygon([(cx + x * s, cy + y * s) for x, y in pts], fill=c)
-
-
-def _lamp(d: ImageDraw.ImageDraw, cx: float, cy: float, s: float, c: tuple[int, int, int]) -> None:
-    d.polygon(
-        [
-            (cx - s * 0.2, cy - s * 0.7),
-            (cx + s * 0.2, cy - s * 0.7),
-            (cx + s * 0.45, cy - s * 0.15),
-            (cx - s * 0.45, cy - s * 0.15),
-        ],
-        fill=c,
-    )
-    d.rectangle((cx - s * 0.04, cy - s * 0.15, cx + s * 0.04, cy + s * 0.55), fill=(60, 60, 60))
-    d.ellipse((cx - s * 0.3, cy + s * 0.5, cx + s * 0.3, cy + s * 0.7), fill=(60, 60, 60))
-
-
-def _vase(d: ImageDraw.ImageDraw, cx: float, cy: float, s: float, c: tuple[int, int, int]) -> None:
-    d.ellipse((cx - s * 0.45, cy - s * 0.2, cx + s * 0.45, cy + s * 0.7), fill=c)
-    d.rectangle((cx - s * 0.15, cy - s * 0.7, cx + s * 0.15, cy), fill=c)
-    d.ellipse((cx - s * 0.22, cy - s * 0.78, cx + s * 0.22, cy - s * 0.62), fill=_darker(c))
-
-
-def _cushion(
-    d: ImageDraw.ImageDraw, cx: float, cy: float, s: float, c: tuple[int, int, int]
-) -> None:
-    box = (cx - s * 0.65, cy - s * 0.55, cx + s * 0.65, cy + s * 0.55)
-    d.rounded_rectangle(box, radius=int(s * 0.2), fill=c)
-    for i in range(1, 5):
-        x = box[0] + (box[2] - box[0]) * i / 5
-        d.line((x, box[1] + 8, x, box[3] - 8), fill=_darker(c), width=6)
-
-
-def _bottle(
-    d: ImageDraw.ImageDraw, cx: float, cy: float, s: float, c: tuple[int, int, int]
-) -> None:
-    d.rounded_rectangle(
-        (cx - s * 0.28, cy - s * 0.35, cx + s * 0.28, cy + s * 0.75), radius=int(s * 0.1), fill=c
-    )
-    d.rectangle((cx - s * 0.1, cy - s * 0.7, cx + s * 0.1, cy - s * 0.3), fill=c)
-    d.rectangle((cx - s * 0.12, cy - s * 0.8, cx + s * 0.12, cy - s * 0.68), fill=(40, 40, 40))
-
-
-@dataclass(frozen=True)
-class Product:
-    """A kind of drawn product: how to paint it, what it is called and where it is listed."""
-
-    noun: str
-    category: str
-    paint: Painter
-    price_range: tuple[int, int]
-
-
-PRODUCTS: list[Product] = [
-    Product("ceramic mug", "home_and_living/kitchen/mugs", _mug, (12, 40)),
-    Product("cotton t-shirt", "clothing/tops/t_shirts", _shirt, (15, 45)),
-    Product("table lamp", "home_and_living/lighting/lamps", _lamp, (35, 180)),
-    Product("flower vase", "home_and_living/decor/vases", _vase, (20, 90)),
-    Product("striped cushion", "home_and_living/textiles/cushions", _cushion, (18, 60)),
-    Product("water bottle", "home_and_living/kitchen/bottles", _bottle, (10, 35)),
-]
-
-
-def _darker(c: tuple[int, int, int]) -> tuple[int, int, int]:
-    r, g, b = c
-    return (int(r * 0.7), int(g * 0.7), int(b * 0.7))
 
 
 def _jpeg(image: Image.Image) -> bytes:
@@ -179,7 +38,7 @@ def _drawn(product: Product, colour: tuple[int, int, int], rng: random.Random) -
     draw = ImageDraw.Draw(image)
     # A floor line, so the shot is not a flat icon.
     floor = int(PHOTO_SIDE * rng.uniform(0.75, 0.9))
-    draw.rectangle((0, floor, PHOTO_SIDE, PHOTO_SIDE), fill=_darker(background))
+    draw.rectangle((0, floor, PHOTO_SIDE, PHOTO_SIDE), fill=darker(background))
     size = PHOTO_SIDE * rng.uniform(0.28, 0.38)
     cx = PHOTO_SIDE / 2 + rng.uniform(-30, 30)
     cy = PHOTO_SIDE / 2 + rng.uniform(-20, 20)

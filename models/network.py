@@ -272,8 +272,19 @@ class EfficientNetLite(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Globally average-pooled head features, (N, 1280)."""
+        return self.features_from(self.trunk(x, len(self._blocks)), len(self._blocks))
+
+    def trunk(self, x: torch.Tensor, end: int) -> torch.Tensor:
+        """The stem and blocks[:end]: the feature map block `end` takes as input."""
         x = nnf.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
+        for block in self._blocks[:end]:
+            x = block(x)
+        return x
+
+    def features_from(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """blocks[start:], the head and the pooling, from trunk(·, start)'s output: training can
+        run a frozen trunk once and cache it."""
+        for block in self._blocks[start:]:
             x = block(x)
         x = nnf.relu6(self._bn1(self._conv_head(x)))
         return x.mean(dim=(2, 3))

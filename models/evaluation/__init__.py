@@ -1,0 +1,1 @@
+"""Retrieval evaluation: metrics, and the harness that scores a model through the real store."""

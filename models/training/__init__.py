@@ -1,0 +1,1 @@
+"""Multitask fine-tuning of the embedding network on sellers' and buyers' photos."""
