@@ -10,7 +10,7 @@ TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install chromium tools test lint demo bench clean
+.PHONY: install chromium tools test lint demo bench quality clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -54,6 +54,12 @@ test: lint chromium tools
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.embed
+
+# Fine-tune on the evaluation catalog's training items, then compare with ImageNet features on
+# the held-out test items (the README's quality table).
+quality: $(STAMP)
+	$(BIN)/lookalike train --out data/train
+	$(BIN)/python -m bench.quality --checkpoint data/train/model.pt
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV)

@@ -4,15 +4,21 @@ Every listing the alias's collection holds is copied with its payload; its photo
 again and embedded by the new model. The alias moves only once every listing was tried, so
 searches keep using the old collection (and the old model) until the new one is complete.
 Events applied to the old collection while this runs are not in the new one: stop the workers
-first (an Edge index has to be closed by them anyway), reindex, then start them on the new model.
+first, reindex, then start them on the new model. The query service may keep running: it reads
+its own model's collection, which nothing here changes. Edge locks an open shard, so on Edge the
+source is read from a copy of its files taken at the start (the service holds the original).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -24,7 +30,7 @@ from models.fetch import FetchError, ImageFetcher
 from models.images import ImageError, ImageLimits, content_hash
 from models.network import Preprocessing
 from models.settings import FetchSettings, ImageSettings, ModelSettings, StoreSettings
-from models.store.edge import stored_vector_size
+from models.store.edge import EdgeStore, copy_shard, stored_vector_size
 from models.store.factory import collection_name_for, model_id_of, open_store, resolve_alias
 from models.store.types import ListingPoint, StoredListing, StoreError, VectorStore
 
@@ -54,6 +60,31 @@ async def _source_dim(settings: StoreSettings, collection: str) -> int:
         return size
     # The server backend reads the size from the server; the one given here is only for creation.
     return 1
+
+
+@asynccontextmanager
+async def _source_store(
+    settings: StoreSettings, name: str, model_id: str, dim: int
+) -> AsyncIterator[VectorStore]:
+    """The collection to copy from, open; on Edge, a copy of it in a scratch directory."""
+    if settings.qdrant_url is not None:
+        store = open_store(settings, model_id, dim)
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
+    settings.index_path.mkdir(parents=True, exist_ok=True)
+    # Scratch beside the index: the same filesystem, and a dot name no collection can have.
+    with tempfile.TemporaryDirectory(prefix=".reindex-", dir=settings.index_path) as scratch:
+        root = Path(scratch)
+        await asyncio.to_thread(copy_shard, settings.index_path, name, root)
+        store = EdgeStore(root, settings.collection_alias, name, dim)
+        try:
+            await store.ensure_collection()
+            yield store
+        finally:
+            await store.close()
 
 
 async def _photos(
@@ -121,27 +152,26 @@ async def reindex(
         raise ReindexError(f"the alias already points at {target_name}: nothing to do")
     runner = AsyncEmbedder(embedder)
     result = ReindexResult(source=source_name, target=target_name)
-    source = open_store(store, source_model, await _source_dim(store, source_name))
     target = open_store(store, embedder.model_id, embedder.dim)
     fetcher = ImageFetcher(fetch, max_bytes=images.max_image_bytes)
     limits = ImageLimits.from_settings(images)
     try:
-        if store.qdrant_url is None:
-            await source.ensure_collection()
-        await target.ensure_collection()
-        total = await source.count(None)
-        log.info("reindex_started", source=source_name, target=target_name, listings=total)
-        with tqdm(
-            total=total, desc="reindex", unit="listing", file=sys.stderr, disable=not progress
-        ) as bar:
-            async for listing in source.scroll():
-                n = await _copy(listing, target, runner, fetcher, limits)
-                if n:
-                    result.listings += 1
-                    result.images += n
-                else:
-                    result.failed.append(listing.listing_id)
-                bar.update(1)
+        source_dim = await _source_dim(store, source_name)
+        async with _source_store(store, source_name, source_model, source_dim) as source:
+            await target.ensure_collection()
+            total = await source.count(None)
+            log.info("reindex_started", source=source_name, target=target_name, listings=total)
+            with tqdm(
+                total=total, desc="reindex", unit="listing", file=sys.stderr, disable=not progress
+            ) as bar:
+                async for listing in source.scroll():
+                    n = await _copy(listing, target, runner, fetcher, limits)
+                    if n:
+                        result.listings += 1
+                        result.images += n
+                    else:
+                        result.failed.append(listing.listing_id)
+                    bar.update(1)
         if swap:
             await target.point_alias_to_self()
             result.swapped = True
@@ -158,6 +188,5 @@ async def reindex(
         raise ReindexError(str(exc)) from exc
     finally:
         await fetcher.close()
-        await source.close()
         await target.close()
         runner.close()

@@ -57,6 +57,14 @@ def _schema(kind: str) -> qe.PayloadSchemaType:
     return qe.PayloadSchemaType.Float if kind == "float" else qe.PayloadSchemaType.Keyword
 
 
+def copy_shard(index_path: Path, collection_name: str, into: Path) -> Path:
+    """A copy of a collection's files (segments and write-ahead log) under `into`, to read while
+    another process holds the collection open: Edge locks an open shard, it does not share it."""
+    target = into / collection_name
+    shutil.copytree(index_path / collection_name, target, symlinks=True)
+    return target
+
+
 class EdgeStore(QueryingStore):
     """A collection stored as an EdgeShard at <index_path>/<collection_name>/.
 
