@@ -109,12 +109,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.torch_threads or torch.get_num_threads())
     # Real photos at seller sizes; cycled, so bytes repeat but every URL is distinct.
     files = sized_jpegs(len(PHOTO_FILES) * len(LONG_SIDES), LONG_SIDES, quality=88)
-    embedder = Embedder.from_settings(
+    # Loaded on the thread the worker will embed on, and measured there too: torch work on a
+    # second thread would slow every later pass (see AsyncEmbedder).
+    runner = await AsyncEmbedder.load(
         ModelSettings(device=args.device, embed_batch_size=max(args.batch_sizes))
     )
+    embedder = runner.embedder
     device = str(embedder.device)
     probe = list(islice(cycle(files), args.model_images))
-    rates = model_only_rates(embedder, probe, args.batch_sizes)
+    rates = await runner.run(model_only_rates, embedder, probe, args.batch_sizes)
     best_batch = max(rates, key=lambda b: rates[b])
     best_rate = rates[best_batch]
     print(f"model only ({device}, {torch.get_num_threads()} threads), images/s by batch size:")
@@ -122,7 +125,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"  best: batch {best_batch}, {best_rate:.1f} images/s")
     embedder.max_batch = best_batch  # the worker embeds at the device's best batch size
 
-    runner = AsyncEmbedder(embedder)
     result: dict[str, Any] = {
         "machine": {
             "platform": platform.platform(),

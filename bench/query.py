@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import torch
+from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.embedder import AsyncEmbedder, Embedder
@@ -88,20 +89,14 @@ def payload(listing_id: str, i: int, n_images: int) -> dict[str, Any]:
     }
 
 
-async def model_only_ms(
-    embedder: Embedder, runner: AsyncEmbedder, query_jpegs: list[bytes], runs: int
-) -> dict[str, float]:
-    """Median time of one image through the model, over the same query photos the load sends:
-    the forward pass alone and with preprocessing (on this thread), and as the service runs it
-    (preprocessing and forward pass on AsyncEmbedder's own thread)."""
-    prep = embedder.preprocessing
-    limits = ImageLimits.from_settings(ImageSettings())
-    images = [decode_image(data, limits, prep.size + prep.crop_padding) for data in query_jpegs]
-    tensors = [prep.to_tensor([image]) for image in images]
+def _time_on_this_thread(
+    embedder: Embedder, images: list[Image.Image], tensors: list[torch.Tensor], runs: int
+) -> tuple[list[float], list[float]]:
+    """Forward pass alone and preprocessing + forward pass, in ms, on the calling thread."""
     for image, tensor in zip(images[:3], tensors, strict=False):
         embedder.embed_tensor(tensor)
-        await runner.embed([image])
-    forward, with_prep, served = [], [], []
+        embedder.embed([image])
+    forward, with_prep = [], []
     for i in range(runs):
         image, tensor = images[i % len(images)], tensors[i % len(images)]
         start = time.perf_counter()
@@ -112,8 +107,26 @@ async def model_only_ms(
         start = time.perf_counter()
         embedder.embed([image])
         with_prep.append((time.perf_counter() - start) * 1000)
+    return forward, with_prep
+
+
+async def model_only_ms(
+    runner: AsyncEmbedder, query_jpegs: list[bytes], runs: int
+) -> dict[str, float]:
+    """Median time of one image through the model, over the same query photos the load sends:
+    the forward pass alone and with preprocessing, and as the service runs it (a call from the
+    event loop to AsyncEmbedder). All on the model's own thread, as in the service: torch work
+    on a second thread would slow every later pass (see AsyncEmbedder)."""
+    embedder = runner.embedder
+    prep = embedder.preprocessing
+    limits = ImageLimits.from_settings(ImageSettings())
+    images = [decode_image(data, limits, prep.size + prep.crop_padding) for data in query_jpegs]
+    tensors = await runner.run(lambda: [prep.to_tensor([image]) for image in images])
+    forward, with_prep = await runner.run(_time_on_this_thread, embedder, images, tensors, runs)
+    served = []
+    for i in range(runs):
         start = time.perf_counter()
-        await runner.embed([image])
+        await runner.embed([images[i % len(images)]])
         served.append((time.perf_counter() - start) * 1000)
     return {
         "forward_ms": statistics.median(forward),
@@ -135,7 +148,7 @@ def synthetic_vectors(bases: np.ndarray, count: int, rng: np.random.Generator) -
 
 
 async def build_index(
-    store: VectorStore, embedder: Embedder, listings: int, seed: int
+    store: VectorStore, embedder: AsyncEmbedder, listings: int, seed: int
 ) -> dict[str, float]:
     """The photo listings (real embeddings, photo plus a crop) and `listings` in all."""
     rng = np.random.default_rng(seed)
@@ -146,7 +159,7 @@ async def build_index(
         img = photo(name)
         w, h = img.size
         crop = img.crop((w // 6, h // 6, w - w // 6, h - h // 6))
-        vectors = embedder.embed([img, crop])
+        vectors = await embedder.embed([img, crop])
         real.extend(vectors)
         lid = f"P-{name}"
         await store.upsert_listing(
@@ -345,8 +358,8 @@ def print_table(levels: list[Level], model: dict[str, float], checks: list[dict[
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     model_settings = ModelSettings()
-    embedder = Embedder.from_settings(model_settings)
-    runner = AsyncEmbedder(embedder)
+    runner = await AsyncEmbedder.load(model_settings)
+    embedder = runner.embedder
     device = embedder.device.type
     queries = [(name, rephotographed(name)) for name in sorted(PHOTO_FILES)]
     load_before = os.getloadavg()
@@ -356,7 +369,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         store = open_store(StoreSettings(index_path=index_path), embedder.model_id, embedder.dim)
         await store.ensure_collection()
         try:
-            build = await build_index(store, embedder, args.listings, args.seed)
+            build = await build_index(store, runner, args.listings, args.seed)
         finally:
             await store.close()
         env: dict[str, str] = {"LOOKALIKE_DEVICE": model_settings.device}
@@ -369,7 +382,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await drive(session, base, queries, 1, 10, 30)  # warm-up, not reported
                 for concurrency in args.concurrency:
                     model = await model_only_ms(
-                        embedder, runner, [data for _, data in queries], args.model_runs
+                        runner, [data for _, data in queries], args.model_runs
                     )
                     requests = max(args.requests, args.requests_per_client * concurrency)
                     level = await drive(session, base, queries, concurrency, requests, args.seconds)

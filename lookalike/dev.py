@@ -18,7 +18,7 @@ from aiohttp import web
 from tqdm import tqdm
 
 from lookalike.demo import DemoCatalog, build_catalog
-from models.embedder import AsyncEmbedder, Embedder
+from models.embedder import AsyncEmbedder
 from models.events import ListingDeleted, ListingUpserted
 from models.fetch import ImageFetcher
 from models.settings import BrokerSettings, FetchSettings, ModelSettings, StoreSettings
@@ -95,11 +95,10 @@ async def _broker(options: DevOptions) -> AsyncIterator[tuple[str, DevBroker | N
 
 @asynccontextmanager
 async def _embedder(settings: ModelSettings) -> AsyncIterator[AsyncEmbedder]:
-    embedder = await asyncio.to_thread(Embedder.from_settings, settings)
-    runner = AsyncEmbedder(embedder)
+    runner = await AsyncEmbedder.load(settings)
     try:
         await runner.warmup()
-        log.info("model_loaded", model_id=embedder.model_id, device=str(embedder.device))
+        log.info("model_loaded", model_id=runner.model_id, device=str(runner.embedder.device))
         yield runner
     finally:
         runner.close()

@@ -25,7 +25,7 @@ import structlog
 from PIL import Image
 from tqdm import tqdm
 
-from models.embedder import AsyncEmbedder, Embedder
+from models.embedder import AsyncEmbedder
 from models.fetch import FetchError, ImageFetcher
 from models.images import ImageError, ImageLimits, content_hash
 from models.network import Preprocessing
@@ -146,11 +146,12 @@ async def reindex(
     source_model = model_id_of(store.collection_alias, source_name)
     if source_model is None:
         raise ReindexError(f"alias target {source_name!r} is not a {store.collection_alias} one")
-    embedder = await asyncio.to_thread(Embedder.from_settings, model)
+    runner = await AsyncEmbedder.load(model)
+    embedder = runner.embedder
     target_name = collection_name_for(store.collection_alias, embedder.model_id)
     if target_name == source_name:
+        runner.close()
         raise ReindexError(f"the alias already points at {target_name}: nothing to do")
-    runner = AsyncEmbedder(embedder)
     result = ReindexResult(source=source_name, target=target_name)
     target = open_store(store, embedder.model_id, embedder.dim)
     fetcher = ImageFetcher(fetch, max_bytes=images.max_image_bytes)

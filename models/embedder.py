@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -14,6 +16,8 @@ from models.network import EmbeddingNet, load_model
 from models.settings import ModelSettings
 
 __all__ = ["AsyncEmbedder", "Embedder", "resolve_device"]
+
+T = TypeVar("T")
 
 # Measured on 2 CPU cores (bench.embed and interleaved runs): channels_last was as fast as the
 # contiguous layout at batch 1-4 (~60 images/s) and faster from batch 8 up (batch 32: 42 vs 24),
@@ -111,23 +115,47 @@ class AsyncEmbedder:
 
     One thread because the model is not meant for concurrent forward passes, and torch already
     spreads each pass over its intra-op threads; callers queue in submission order.
+
+    Load with `AsyncEmbedder.load(settings)`, which builds the model on that same thread. Measured
+    on the 2-core machine (batch 1, 2 intra-op threads): once torch has run parallel work on a
+    second thread (loading the weights there is enough), every forward pass takes ~31 ms instead
+    of ~16 ms, whichever thread runs it afterwards; OMP_WAIT_POLICY, GOMP_SPINCOUNT,
+    OMP_PROC_BIND and set_num_threads change nothing. So all torch work of a process that serves
+    stays on this one thread.
     """
 
-    def __init__(self, embedder: Embedder) -> None:
+    def __init__(self, embedder: Embedder, executor: ThreadPoolExecutor | None = None) -> None:
         self.embedder = embedder
         self.model_id = embedder.model_id
         self.dim = embedder.dim
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookalike-embed")
+        self._executor = executor or ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="lookalike-embed"
+        )
+
+    @classmethod
+    async def load(cls, settings: ModelSettings) -> AsyncEmbedder:
+        """The configured model, loaded on the thread that will run all of its passes."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookalike-embed")
+        loop = asyncio.get_running_loop()
+        try:
+            embedder = await loop.run_in_executor(executor, Embedder.from_settings, settings)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(embedder, executor)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Any torch work (benchmarks, checks) on the model's own thread, queued with the rest."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
     async def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.embedder.embed, list(images))
+        return await self.run(self.embedder.embed, list(images))
 
     async def warmup(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self.embedder.warmup)
+        await self.run(self.embedder.warmup)
 
     def close(self) -> None:
         """Stop taking work; queued calls are cancelled, one in flight finishes on its thread."""

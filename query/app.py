@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -32,8 +31,8 @@ def _embedder_ctx(settings: ApiSettings, given: AsyncEmbedder | None) -> Cleanup
             app[EMBEDDER] = given
             yield
             return
-        embedder = await asyncio.to_thread(Embedder.from_settings, settings.embedding)
-        runner = AsyncEmbedder(embedder)
+        runner = await AsyncEmbedder.load(settings.embedding)
+        embedder = runner.embedder
         # The first pass pays for allocations and kernel choice; no request should.
         await runner.warmup()
         log.info("model %s loaded on %s", embedder.model_id, embedder.device)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
 
-from models.embedder import AsyncEmbedder, Embedder
+from models.embedder import AsyncEmbedder
 from models.fetch import ImageFetcher
 from models.images import ImageLimits
 from models.network import Preprocessing
@@ -42,8 +41,8 @@ class WorkerResources:
         """Load the model (off the loop), open the store and its collection, create the fetcher."""
         from models.store.factory import open_store
 
-        embedder = await asyncio.to_thread(Embedder.from_settings, settings.model)
-        runner = AsyncEmbedder(embedder)
+        runner = await AsyncEmbedder.load(settings.model)
+        embedder = runner.embedder
         await runner.warmup()
         store = open_store(settings.store, embedder.model_id, embedder.dim)
         await store.ensure_collection()

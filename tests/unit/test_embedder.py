@@ -201,3 +201,32 @@ async def test_closed_runner_refuses_work(embedder: Embedder) -> None:
     runner.close()
     with pytest.raises(RuntimeError):
         await runner.embed([photo("chelsea")])
+
+
+async def test_load_builds_the_model_on_the_thread_that_runs_every_pass(
+    monkeypatch: pytest.MonkeyPatch, images: list[Image.Image]
+) -> None:
+    loaded_on: list[int] = []
+    real = Embedder.from_settings
+
+    def recording(settings: ModelSettings) -> Embedder:
+        loaded_on.append(threading.get_ident())
+        return real(settings)
+
+    monkeypatch.setattr(Embedder, "from_settings", staticmethod(recording))
+    runner = await AsyncEmbedder.load(ModelSettings(device="cpu"))
+    try:
+        seen: list[int] = []
+        runner.embedder.model.register_forward_pre_hook(
+            lambda _module, _args: seen.append(threading.get_ident())
+        )
+        await asyncio.gather(*(runner.embed([im]) for im in images[:3]))
+        await runner.warmup()
+        ran_on = await runner.run(threading.get_ident)
+        # Torch work on a second thread slows every later pass (AsyncEmbedder's docstring):
+        # loading, passes, warm-up and any other call share one thread, never the loop's.
+        assert set(seen) == set(loaded_on) == {ran_on}
+        assert ran_on != threading.get_ident()
+        assert len(seen) == 4
+    finally:
+        runner.close()
