@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -11,6 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from PIL import Image
+from torch.jit._trace import TracerWarning
 
 from models.network import EmbeddingNet, load_model
 from models.settings import ModelSettings
@@ -18,6 +21,7 @@ from models.settings import ModelSettings
 __all__ = ["AsyncEmbedder", "Embedder", "resolve_device"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Measured on 2 CPU cores (bench.embed and interleaved runs): channels_last was as fast as the
 # contiguous layout at batch 1-4 (~60 images/s) and faster from batch 8 up (batch 32: 42 vs 24),
@@ -45,6 +49,11 @@ class Embedder:
 
     On CUDA the model runs in half precision with channels_last; on the CPU in float32. Output is
     always float32, L2-normalised, one row per photo in input order.
+
+    With `torchscript`, passes run a frozen TorchScript trace of the model: BatchNorm folded into
+    the convolutions and no Python between operators. On the 2-core CPU one image took 8.3–8.7 ms
+    frozen against 12–18 ms eager, same outputs within 1e-6. The trace fixes the input size,
+    which Preprocessing fixes anyway; `model` stays the eager network (ids, hooks, training).
     """
 
     def __init__(
@@ -53,6 +62,7 @@ class Embedder:
         device: torch.device | str = "cpu",
         max_batch: int = 8,
         channels_last: bool | None = None,
+        torchscript: bool = False,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -69,6 +79,33 @@ class Embedder:
         self.model_id = model.model_id
         self.dim = model.dim
         self.preprocessing = model.preprocessing
+        self.torchscript = torchscript
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = (
+            self._frozen(model) if torchscript else model
+        )
+
+    def _frozen(self, model: EmbeddingNet) -> Callable[[torch.Tensor], torch.Tensor]:
+        size = self.preprocessing.size
+        example = torch.zeros((1, 3, size, size), device=self.device, dtype=self.dtype)
+        example = example.contiguous(memory_format=self.memory_format)
+        with warnings.catch_warnings(), torch.inference_mode():
+            # SameConv2d's padding is computed from the input size: the trace records it for the
+            # one size Preprocessing produces, which is what the warning is about.
+            warnings.simplefilter("ignore", TracerWarning)
+            # torch 2.13 marks TorchScript deprecated but ships it. Chosen over torch.compile,
+            # which needs a C++ toolchain and about a minute of compiling at every start here.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                traced = torch.jit.trace(  # type: ignore[no-untyped-call]
+                    model, example, check_trace=False
+                )
+                frozen: Callable[[torch.Tensor], torch.Tensor] = torch.jit.freeze(traced)
+            except (AttributeError, RuntimeError) as exc:
+                # A torch without TorchScript still embeds, only slower.
+                log.warning("TorchScript unavailable (%s): running the eager model", exc)
+                self.torchscript = False
+                return model
+            return frozen
 
     @staticmethod
     def precision(device: torch.device) -> tuple[torch.dtype, bool]:
@@ -82,7 +119,12 @@ class Embedder:
         if s.torch_threads is not None:
             torch.set_num_threads(s.torch_threads)
         model = load_model(s.model_name, s.model_checkpoint)
-        return cls(model, resolve_device(s.device), max_batch=s.embed_batch_size)
+        return cls(
+            model,
+            resolve_device(s.device),
+            max_batch=s.embed_batch_size,
+            torchscript=s.torchscript,
+        )
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """(n, dim) float32 L2-normalised embeddings, in chunks of at most max_batch photos."""
@@ -100,7 +142,7 @@ class Embedder:
             x = batch.to(
                 self.device, dtype=self.dtype, memory_format=self.memory_format, non_blocking=True
             )
-            z = self.model(x)
+            z = self._forward(x)
             result: np.ndarray = z.to("cpu", dtype=torch.float32).numpy()
         return result
 

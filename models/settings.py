@@ -25,6 +25,8 @@ class ModelSettings(BaseSettings):
     embed_batch_size: int = Field(default=8, ge=1, le=1024)
     # CPU threads torch may use; None leaves torch's default.
     torch_threads: int | None = Field(default=None, ge=1)
+    # Run a frozen TorchScript trace (BatchNorm folded, no Python between operators): faster.
+    torchscript: bool = True
 
 
 class ImageSettings(BaseSettings):

@@ -214,7 +214,8 @@ async def test_load_builds_the_model_on_the_thread_that_runs_every_pass(
         return real(settings)
 
     monkeypatch.setattr(Embedder, "from_settings", staticmethod(recording))
-    runner = await AsyncEmbedder.load(ModelSettings(device="cpu"))
+    # Eager, so the forward hook sees every pass (a TorchScript trace runs no Python hooks).
+    runner = await AsyncEmbedder.load(ModelSettings(device="cpu", torchscript=False))
     try:
         seen: list[int] = []
         runner.embedder.model.register_forward_pre_hook(
@@ -230,3 +231,13 @@ async def test_load_builds_the_model_on_the_thread_that_runs_every_pass(
         assert len(seen) == 4
     finally:
         runner.close()
+
+
+def test_the_torchscript_trace_embeds_like_the_eager_model(
+    embedder: Embedder, images: list[Image.Image]
+) -> None:
+    frozen = Embedder.from_settings(ModelSettings(device="cpu", embed_batch_size=3))
+    assert frozen.torchscript and not embedder.torchscript
+    assert frozen.model_id == embedder.model_id
+    # Batches of 3, 3 and 2 through the trace (made with a batch of 1): any batch size works.
+    np.testing.assert_allclose(frozen.embed(images), embedder.embed(images), atol=1e-5)
