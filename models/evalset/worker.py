@@ -54,8 +54,7 @@ def render_in_processes(
     errors: list[BaseException] = []
     processes = [
         subprocess.Popen(
-            # -c rather than -m: the package imports this module, and runpy warns about that.
-            [sys.executable, "-c", "from models.evalset.worker import main; main()"],
+            [sys.executable, "-m", "models.evalset.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

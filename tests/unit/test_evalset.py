@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.evalset import (
+from models.evalset.catalog import (
     ATTRIBUTES,
     SPLITS,
     VOCABULARY,
@@ -216,7 +216,7 @@ def test_light_imports() -> None:
     scikit-learn, and `models` never imports `lookalike`."""
     code = (
         "import sys\n"
-        "from models.evalset import build_eval_catalog\n"
+        "from models.evalset.catalog import build_eval_catalog\n"
         "c = build_eval_catalog(12)\n"
         "assert all(c.photo_bytes(k) for i in c.items if i.category == 'print' for k in i.photos)\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
