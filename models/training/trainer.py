@@ -227,7 +227,7 @@ class Trainer:
         path = self.config.out_dir / STATE_FILE
         if not path.exists():
             return False
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
         saved = dict(state["config"])
         mine = self.config.model_dump(mode="json")
         # Only more epochs may be asked of a resumed run; anything else is another run.
