@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from models.embedder import AsyncEmbedder, Embedder
+from models.embedder import AsyncEmbedder
 from models.events import ImageRef, ListingUpserted, Price
 from models.fetch import ImageFetcher
 from models.images import ImageLimits, decode_image
@@ -43,20 +43,22 @@ DEFAULT_OUT = Path(__file__).parent / "results" / "index.json"
 LONG_SIDES = (1024, 800)
 
 
-def model_only_rates(
-    embedder: Embedder, files: Sequence[bytes], sizes: Sequence[int], repeats: int = 5
+async def model_only_rates(
+    runner: AsyncEmbedder, files: Sequence[bytes], sizes: Sequence[int], repeats: int = 5
 ) -> dict[int, float]:
-    """Images/s of Embedder.embed (preprocess + forward) on already decoded images, per batch."""
+    """Images/s of preprocessing + forward passes on already decoded images, per batch size,
+    through the worker's own AsyncEmbedder: its threads, and its streams side by side."""
+    embedder = runner.embedder
     limits = ImageLimits(max_bytes=50 * 1024 * 1024, max_pixels=100_000_000)
     images = [decode_image(f, limits, min_side=embedder.preprocessing.size) for f in files]
     rates = {}
     for size in sizes:
-        embedder.embed(images[:size])  # a new batch shape picks its kernels: not timed
+        embedder.max_batch = size
+        await runner.embed(images[: size * runner.streams])  # new batch shapes: not timed
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            for i in range(0, len(images), size):
-                embedder.embed(images[i : i + size])
+            await runner.embed(images)
             times.append(time.perf_counter() - start)
         rates[size] = len(images) / statistics.median(times)
     return rates
@@ -106,21 +108,28 @@ async def wait_handled(metrics: WorkerMetrics, n: int, timeout_s: float) -> None
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    torch.set_num_threads(args.torch_threads or torch.get_num_threads())
     # Real photos at seller sizes; cycled, so bytes repeat but every URL is distinct.
     files = sized_jpegs(len(PHOTO_FILES) * len(LONG_SIDES), LONG_SIDES, quality=88)
     # Loaded on the thread the worker will embed on, and measured there too: torch work on a
     # second thread would slow every later pass (see AsyncEmbedder).
-    runner = await AsyncEmbedder.load(
-        ModelSettings(device=args.device, embed_batch_size=max(args.batch_sizes))
+    model_settings = ModelSettings(
+        device=args.device,
+        embed_batch_size=max(args.batch_sizes),
+        torch_threads=args.torch_threads,
+        embed_streams=args.streams,
     )
+    runner = await AsyncEmbedder.load(model_settings)
     embedder = runner.embedder
     device = str(embedder.device)
     probe = list(islice(cycle(files), args.model_images))
-    rates = await runner.run(model_only_rates, embedder, probe, args.batch_sizes)
+    rates = await model_only_rates(runner, probe, args.batch_sizes)
     best_batch = max(rates, key=lambda b: rates[b])
     best_rate = rates[best_batch]
-    print(f"model only ({device}, {torch.get_num_threads()} threads), images/s by batch size:")
+    threads = await runner.run(torch.get_num_threads)
+    print(
+        f"model only ({device}, {runner.streams} streams of {threads} threads), "
+        "images/s by batch size:"
+    )
     print("  " + "  ".join(f"b{b}: {r:.1f}" for b, r in rates.items()))
     print(f"  best: batch {best_batch}, {best_rate:.1f} images/s")
     embedder.max_batch = best_batch  # the worker embeds at the device's best batch size
@@ -130,7 +139,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
             "device": device,
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": threads,
+            "embed_streams": runner.streams,
         },
         "model_only_ips": {str(b): r for b, r in rates.items()},
         "best_batch": best_batch,
@@ -146,7 +156,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 decode_threads=args.decode_threads,
             ),
             broker=BrokerSettings(broker=broker.bootstrap, topic_partitions=args.partitions),
-            model=ModelSettings(device=args.device, embed_batch_size=best_batch),
+            model=model_settings.model_copy(update={"embed_batch_size": best_batch}),
             fetch=FetchSettings(allow_private_image_hosts=True),
             store=StoreSettings(index_path=Path(tmp) / "index"),
         )
@@ -286,7 +296,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--decode-threads", type=int, default=2)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--torch-threads", type=int, default=None)
+    parser.add_argument("--torch-threads", type=int, default=None, help="per stream")
+    parser.add_argument("--streams", type=int, default=None, help="LOOKALIKE_EMBED_STREAMS")
     parser.add_argument(
         "--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8, 16, 32]
     )

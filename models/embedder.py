@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from torch.jit._trace import TracerWarning
 from models.network import EmbeddingNet, load_model
 from models.settings import ModelSettings
 
-__all__ = ["AsyncEmbedder", "Embedder", "resolve_device"]
+__all__ = ["AsyncEmbedder", "Embedder", "resolve_device", "stream_plan"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ class Embedder:
 
     @classmethod
     def from_settings(cls, s: ModelSettings) -> Embedder:
+        """The configured model; sets the calling thread's torch threads when configured."""
         if s.torch_threads is not None:
             torch.set_num_threads(s.torch_threads)
         model = load_model(s.model_name, s.model_checkpoint)
@@ -152,53 +154,83 @@ class Embedder:
         self.embed_tensor(torch.zeros((1, 3, size, size), dtype=torch.float32))
 
 
+def stream_plan(settings: ModelSettings, device: torch.device) -> tuple[int, int | None]:
+    """(forward passes at once, torch threads of each; None leaves torch's default)."""
+    if device.type == "cuda":
+        return 1, settings.torch_threads
+    cpus = os.cpu_count() or 1
+    streams = settings.embed_streams or (2 if cpus >= 2 else 1)
+    return streams, settings.torch_threads or max(1, cpus // streams)
+
+
 class AsyncEmbedder:
-    """Runs every inference of one Embedder on a single dedicated thread, off the event loop.
+    """Runs every inference of one Embedder off the event loop, on its own threads: `streams`
+    of them, each running one forward pass at a time (one by default; `load` plans more on a
+    multi-core CPU).
 
-    One thread because the model is not meant for concurrent forward passes, and torch already
-    spreads each pass over its intra-op threads; callers queue in submission order.
-
-    Load with `AsyncEmbedder.load(settings)`, which builds the model on that same thread. Measured
-    on the 2-core machine (batch 1, 2 intra-op threads): once torch has run parallel work on a
-    second thread (loading the weights there is enough), every forward pass takes ~31 ms instead
-    of ~16 ms, whichever thread runs it afterwards; OMP_WAIT_POLICY, GOMP_SPINCOUNT,
-    OMP_PROC_BIND and set_num_threads change nothing. So all torch work of a process that serves
-    stays on this one thread.
+    Load with `AsyncEmbedder.load(settings)`, which builds the model on one of those threads and
+    gives every one of them the same torch thread count before its first operation. Measured on
+    the 2-core machine (batch 1): once torch had run parallel work on a second thread with its
+    default 2 threads (loading the weights there is enough), every forward pass took ~31 ms
+    instead of ~16 ms, whichever thread ran it; OMP_WAIT_POLICY, GOMP_SPINCOUNT, OMP_PROC_BIND
+    and set_num_threads afterwards changed nothing. Two streams of one torch thread each embedded
+    110-114 images/s where one stream of two threads did 79-99, so that is the CPU default.
     """
 
-    def __init__(self, embedder: Embedder, executor: ThreadPoolExecutor | None = None) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        executor: ThreadPoolExecutor | None = None,
+        streams: int = 1,
+    ) -> None:
         self.embedder = embedder
         self.model_id = embedder.model_id
         self.dim = embedder.dim
+        self.streams = streams
         self._executor = executor or ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="lookalike-embed"
+            max_workers=streams, thread_name_prefix="lookalike-embed"
         )
 
     @classmethod
     async def load(cls, settings: ModelSettings) -> AsyncEmbedder:
-        """The configured model, loaded on the thread that will run all of its passes."""
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookalike-embed")
+        """The configured model, loaded on one of the threads that will run all of its passes."""
+        streams, threads = stream_plan(settings, resolve_device(settings.device))
+
+        def configure_thread() -> None:
+            if threads is not None:
+                torch.set_num_threads(threads)
+
+        executor = ThreadPoolExecutor(
+            max_workers=streams, thread_name_prefix="lookalike-embed", initializer=configure_thread
+        )
         loop = asyncio.get_running_loop()
         try:
             embedder = await loop.run_in_executor(executor, Embedder.from_settings, settings)
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(embedder, executor)
+        return cls(embedder, executor, streams)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Any torch work (benchmarks, checks) on the model's own thread, queued with the rest."""
+        """Any torch work (benchmarks, checks) on one of the model's threads, queued in order."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
     async def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Embeddings in input order; with several streams, chunks of max_batch run side by side."""
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return await self.run(self.embedder.embed, list(images))
+        step = self.embedder.max_batch
+        chunks = [list(images[i : i + step]) for i in range(0, len(images), step)]
+        if self.streams == 1 or len(chunks) == 1:
+            return await self.run(self.embedder.embed, list(images))
+        parts = await asyncio.gather(*(self.run(self.embedder.embed, c) for c in chunks))
+        return np.concatenate(parts)
 
     async def warmup(self) -> None:
-        await self.run(self.embedder.warmup)
+        """A pass on every stream's thread, so no first request pays for a cold one."""
+        await asyncio.gather(*(self.run(self.embedder.warmup) for _ in range(self.streams)))
 
     def close(self) -> None:
-        """Stop taking work; queued calls are cancelled, one in flight finishes on its thread."""
+        """Stop taking work; queued calls are cancelled, those in flight finish on their threads."""
         self._executor.shutdown(wait=False, cancel_futures=True)

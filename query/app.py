@@ -112,6 +112,7 @@ def _batcher_ctx(settings: ApiSettings) -> CleanupCtx:
         embedder = app[EMBEDDER]
         batcher = MicroBatcher(
             embedder.embed,
+            concurrency=embedder.streams,
             max_batch=settings.batch_max_size or default_batch_size(embedder.embedder),
             max_wait_s=settings.batch_max_wait_ms / 1000,
             metrics=app[METRICS],

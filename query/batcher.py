@@ -30,7 +30,8 @@ class _Job:
 
 
 class MicroBatcher:
-    """Collects photos into batches and runs one embed call per batch.
+    """Collects photos into batches and runs one embed call per batch, up to `concurrency`
+    batches at once (the embedder's streams).
 
     Latency at low load matters as much as throughput at high load, so the batcher never waits
     for company when nobody is coming: an idle batcher starts a pass on the first photo at once.
@@ -43,9 +44,12 @@ class MicroBatcher:
         max_batch: int,
         max_wait_s: float,
         metrics: ApiMetrics | None = None,
+        concurrency: int = 1,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self._embed = embed
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
@@ -53,6 +57,8 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._announced = 0
         self._task: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(concurrency)
+        self._passes: set[asyncio.Task[None]] = set()
         self._closed = False
 
     def start(self) -> None:
@@ -68,6 +74,9 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for running in list(self._passes):
+            running.cancel()
+        await asyncio.gather(*self._passes, return_exceptions=True)
         while not self._queue.empty():
             job = self._queue.get_nowait()
             if not job.future.done():
@@ -108,28 +117,44 @@ class MicroBatcher:
 
     async def _run(self) -> None:
         while True:
-            batch = await self._collect()
+            # A batch forms while every stream is busy, and starts when one frees up.
+            await self._slots.acquire()
+            try:
+                batch = await self._collect()
+            except BaseException:
+                self._slots.release()
+                raise
             # A caller that gave up (client disconnected) needs no embedding.
             batch = [job for job in batch if not job.future.cancelled()]
             if not batch:
+                self._slots.release()
                 continue
-            start = time.perf_counter()
-            try:
-                vectors = await self._embed([job.image for job in batch])
-            except asyncio.CancelledError:
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(BatcherClosedError("the service is shutting down"))
-                raise
-            except Exception as exc:
-                log.exception("embedding a batch of %d failed", len(batch))
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                continue
-            if self._metrics is not None:
-                self._metrics.embed_batch_size.observe(len(batch))
-                self._metrics.embed_seconds.observe(time.perf_counter() - start)
-            for job, vector in zip(batch, vectors, strict=True):
+            running = asyncio.get_running_loop().create_task(self._pass(batch))
+            self._passes.add(running)
+            running.add_done_callback(self._pass_done)
+
+    def _pass_done(self, running: asyncio.Task[None]) -> None:
+        self._passes.discard(running)
+        self._slots.release()
+
+    async def _pass(self, batch: list[_Job]) -> None:
+        start = time.perf_counter()
+        try:
+            vectors = await self._embed([job.image for job in batch])
+        except asyncio.CancelledError:
+            for job in batch:
                 if not job.future.done():
-                    job.future.set_result(vector)
+                    job.future.set_exception(BatcherClosedError("the service is shutting down"))
+            raise
+        except Exception as exc:
+            log.exception("embedding a batch of %d failed", len(batch))
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        if self._metrics is not None:
+            self._metrics.embed_batch_size.observe(len(batch))
+            self._metrics.embed_seconds.observe(time.perf_counter() - start)
+        for job, vector in zip(batch, vectors, strict=True):
+            if not job.future.done():
+                job.future.set_result(vector)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -13,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.embedder import AsyncEmbedder, Embedder, resolve_device
+from models.embedder import AsyncEmbedder, Embedder, resolve_device, stream_plan
 from models.network import EmbeddingNet, export_checkpoint, load_model
 from models.settings import ModelSettings
 from tests.photos import photo
@@ -215,7 +216,9 @@ async def test_load_builds_the_model_on_the_thread_that_runs_every_pass(
 
     monkeypatch.setattr(Embedder, "from_settings", staticmethod(recording))
     # Eager, so the forward hook sees every pass (a TorchScript trace runs no Python hooks).
-    runner = await AsyncEmbedder.load(ModelSettings(device="cpu", torchscript=False))
+    runner = await AsyncEmbedder.load(
+        ModelSettings(device="cpu", torchscript=False, embed_streams=1)
+    )
     try:
         seen: list[int] = []
         runner.embedder.model.register_forward_pre_hook(
@@ -241,3 +244,41 @@ def test_the_torchscript_trace_embeds_like_the_eager_model(
     assert frozen.model_id == embedder.model_id
     # Batches of 3, 3 and 2 through the trace (made with a batch of 1): any batch size works.
     np.testing.assert_allclose(frozen.embed(images), embedder.embed(images), atol=1e-5)
+
+
+async def test_two_streams_embed_side_by_side_on_threads_of_one_torch_thread(
+    embedder: Embedder, images: list[Image.Image]
+) -> None:
+    runner = await AsyncEmbedder.load(
+        ModelSettings(device="cpu", torchscript=False, embed_streams=2, embed_batch_size=2)
+    )
+    try:
+        assert runner.streams == 2
+        seen: list[int] = []
+        runner.embedder.model.register_forward_pre_hook(
+            lambda _module, _args: seen.append(threading.get_ident())
+        )
+        # 8 photos in chunks of 2: four passes spread over both streams, results in input order.
+        got = await runner.embed(images)
+        np.testing.assert_allclose(got, embedder.embed(images), atol=2e-4)
+        assert len(seen) == 4 and len(set(seen)) == 2
+        assert threading.get_ident() not in seen
+        # Every stream's thread runs torch on 1 of the 2 CPUs' threads, set before its first op.
+        threads = await asyncio.gather(*(runner.run(_slow_thread_count) for _ in range(2)))
+        assert sorted(ident for ident, _ in threads) == sorted(set(seen))
+        assert {count for _, count in threads} == {1}
+    finally:
+        runner.close()
+
+
+def _slow_thread_count() -> tuple[int, int]:
+    time.sleep(0.05)  # long enough that the two calls land on both threads
+    return threading.get_ident(), torch.get_num_threads()
+
+
+def test_the_stream_plan_shares_the_cpus_out() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    cpus = os.cpu_count() or 1
+    assert stream_plan(ModelSettings(embed_streams=1), cpu) == (1, cpus)
+    assert stream_plan(ModelSettings(embed_streams=2, torch_threads=3), cpu) == (2, 3)
+    assert stream_plan(ModelSettings(embed_streams=4), cuda) == (1, None)

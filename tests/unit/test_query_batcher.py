@@ -142,3 +142,46 @@ async def test_closing_fails_waiting_callers_and_refuses_new_ones() -> None:
     assert all(isinstance(r, BatcherClosedError) for r in results)
     with pytest.raises(BatcherClosedError):
         await batcher.embed(swatch(3))
+
+
+class OverlapEmbed(ColourEmbed):
+    """Records how many passes were in flight at once."""
+
+    def __init__(self, pass_s: float) -> None:
+        super().__init__(pass_s)
+        self.running = 0
+        self.most = 0
+
+    async def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            return await super().__call__(images)
+        finally:
+            self.running -= 1
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+async def test_passes_in_flight_never_exceed_the_streams(concurrency: int) -> None:
+    embed = OverlapEmbed(pass_s=0.05)
+    batcher = MicroBatcher(embed, max_batch=2, max_wait_s=0.0, concurrency=concurrency)
+    batcher.start()
+    try:
+        vectors = await asyncio.gather(*(batcher.embed(swatch(i)) for i in range(10)))
+    finally:
+        await batcher.close()
+    assert [v.tolist()[0] for v in vectors] == list(range(10))
+    assert embed.most == concurrency
+    assert sum(embed.batches) == 10 and max(embed.batches) <= 2
+
+
+async def test_closing_fails_the_photos_of_passes_in_flight() -> None:
+    embed = ColourEmbed(pass_s=5.0)
+    batcher = MicroBatcher(embed, max_batch=1, max_wait_s=0.0, concurrency=2)
+    batcher.start()
+    pending = [asyncio.ensure_future(batcher.embed(swatch(i))) for i in range(3)]
+    await asyncio.sleep(0.05)  # two passes started, the third photo queued
+    await batcher.close()
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    assert all(isinstance(r, BatcherClosedError) for r in results), results
+    assert embed.batches == [1, 1]
