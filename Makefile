@@ -54,6 +54,7 @@ test: lint chromium tools
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.embed
+	$(BIN)/python -m bench.streams
 
 # Fine-tune on the evaluation catalog's training items, then compare with ImageNet features on
 # the held-out test items (the README's quality table).
