@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -20,12 +19,11 @@ from typing import Any
 
 import torch
 
+from bench.streams import embed_rates
 from models.embedder import AsyncEmbedder
 from models.events import ImageRef, ListingUpserted, Price
-from models.fetch import ImageFetcher
 from models.images import ImageLimits, decode_image
 from models.settings import BrokerSettings, FetchSettings, ModelSettings, StoreSettings
-from models.store.factory import open_store
 from models.store.types import ListingPoint, VectorStore
 from stream.app import changelog_topic
 from stream.broker import DevBroker
@@ -48,20 +46,10 @@ async def model_only_rates(
 ) -> dict[int, float]:
     """Images/s of preprocessing + forward passes on already decoded images, per batch size,
     through the worker's own AsyncEmbedder: its threads, and its streams side by side."""
-    embedder = runner.embedder
     limits = ImageLimits(max_bytes=50 * 1024 * 1024, max_pixels=100_000_000)
-    images = [decode_image(f, limits, min_side=embedder.preprocessing.size) for f in files]
-    rates = {}
-    for size in sizes:
-        embedder.max_batch = size
-        await runner.embed(images[: size * runner.streams])  # new batch shapes: not timed
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            await runner.embed(images)
-            times.append(time.perf_counter() - start)
-        rates[size] = len(images) / statistics.median(times)
-    return rates
+    size = runner.embedder.preprocessing.size
+    images = [decode_image(f, limits, min_side=size) for f in files]
+    return await embed_rates(runner, images, sizes, repeats)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -167,18 +155,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 changelog_topic(settings): args.partitions,
             }
         )
-        store = open_store(settings.store, embedder.model_id, embedder.dim)
-        await store.ensure_collection()
-        done = timed_writes(store)
-        fetcher = ImageFetcher(settings.fetch, max_bytes=settings.images.max_image_bytes)
-        resources = WorkerResources(
-            settings=settings,
-            embedder=runner,
-            store=store,
-            fetcher=fetcher,
-            preprocessing=embedder.preprocessing,
-            owned=False,
-        )
+        # Not owned by the worker: its metrics are read after it stopped, then closed here.
+        resources = await WorkerResources.around(settings, runner, owned=False)
+        done = timed_writes(resources.store)
         async with serve_images() as images:
             paths = [images.add(f"img/{i}.jpg", files[i % len(files)]) for i in range(10_000)]
             urls = iter(paths)
@@ -235,11 +214,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 hist = resources.metrics.registry.get_sample_value
                 batches = hist("lookalike_indexer_batch_images_count") or 0
                 mean_batch = (hist("lookalike_indexer_batch_images_sum") or 0) / max(batches, 1)
-        await fetcher.close()
-        await store.close()
-        runner.close()
-        if resources.decode_pool is not None:
-            resources.decode_pool.shutdown()
+        await resources.close()
 
     ratio = full_ips / best_rate
     result.update(

@@ -11,7 +11,6 @@ import platform
 import re
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -30,6 +29,7 @@ from models.settings import ImageSettings, ModelSettings, StoreSettings
 from models.store.factory import open_store
 from models.store.types import ListingPoint, VectorStore, category_prefixes
 from tests.photos import PHOTO_FILES, photo, rephotographed
+from tests.query_support import start_service
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "query.json"
 CATEGORIES = (
@@ -190,31 +190,6 @@ async def build_index(
     }
 
 
-async def start_service(index_path: Path, env_extra: dict[str, str]) -> tuple[Any, str]:
-    """`python -m query` on a free loopback port, over the built index; returns (process, URL)."""
-    env = {
-        **os.environ,
-        "LOOKALIKE_HOST": "127.0.0.1",
-        "LOOKALIKE_PORT": "0",
-        "LOOKALIKE_INDEX_PATH": str(index_path),
-        **env_extra,
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "query",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), timeout=300)).decode().strip()
-    if not line.startswith("api: "):
-        proc.kill()
-        raise RuntimeError(f"the service did not start: {line!r}")
-    return proc, line.removeprefix("api: ").rstrip("/")
-
-
 async def service_totals(session: aiohttp.ClientSession, base: str) -> dict[str, float]:
     """Running totals from the service's own /metrics: forward passes, photos embedded, time in
     the model, and searches with their time in the store."""
@@ -373,7 +348,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             await store.close()
         env: dict[str, str] = {"LOOKALIKE_DEVICE": model_settings.device}
-        proc, base = await start_service(index_path, env)
+        proc, base = await start_service(index_path, env, timeout_s=300)
         levels: list[Level] = []
         try:
             timeout = aiohttp.ClientTimeout(total=60)

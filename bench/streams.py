@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from models.embedder import AsyncEmbedder
 from models.images import ImageLimits, decode_image
@@ -22,6 +23,24 @@ from models.settings import ImageSettings, ModelSettings
 from tests.photos import sized_jpegs
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "streams.json"
+
+
+async def embed_rates(
+    runner: AsyncEmbedder, images: Sequence[Image.Image], batch_sizes: Sequence[int], repeats: int
+) -> dict[int, float]:
+    """Images/s of `runner.embed(images)` per batch size (its streams side by side), the median
+    of `repeats` timed runs; leaves the embedder's max_batch at the last size."""
+    out: dict[int, float] = {}
+    for b in batch_sizes:
+        runner.embedder.max_batch = b
+        await runner.embed(images[: b * runner.streams])  # new batch shapes: not timed
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            await runner.embed(images)
+            times.append(time.perf_counter() - start)
+        out[b] = len(images) / statistics.median(times)
+    return out
 
 
 async def rates(
@@ -33,17 +52,7 @@ async def rates(
     files = sized_jpegs(images, (1024,), quality=90)
     decoded = [decode_image(f, limits, min_side=size) for f in files]
     fitted = [runner.embedder.preprocessing.fit(im) for im in decoded]
-    out: dict[int, float] = {}
-    for b in batch_sizes:
-        runner.embedder.max_batch = b
-        await runner.embed(fitted[: b * runner.streams])  # new shapes: not timed
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            await runner.embed(fitted)
-            times.append(time.perf_counter() - start)
-        out[b] = len(fitted) / statistics.median(times)
-    return runner, out
+    return runner, await embed_rates(runner, fitted, batch_sizes, repeats)
 
 
 def _one(streams: int, batch_sizes: Sequence[int], images: int, repeats: int) -> dict[str, Any]:

@@ -221,9 +221,9 @@ class AsyncEmbedder:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
         step = self.embedder.max_batch
-        chunks = [list(images[i : i + step]) for i in range(0, len(images), step)]
-        if self.streams == 1 or len(chunks) == 1:
+        if self.streams == 1 or len(images) <= step:
             return await self.run(self.embedder.embed, list(images))
+        chunks = [list(images[i : i + step]) for i in range(0, len(images), step)]
         parts = await asyncio.gather(*(self.run(self.embedder.embed, c) for c in chunks))
         return np.concatenate(parts)
 

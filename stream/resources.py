@@ -38,12 +38,24 @@ class WorkerResources:
     async def open(
         cls, settings: WorkerSettings, metrics: WorkerMetrics | None = None
     ) -> WorkerResources:
-        """Load the model (off the loop), open the store and its collection, create the fetcher."""
+        """Load the model (off the loop), then everything else around it (`around`)."""
+        runner = await AsyncEmbedder.load(settings.model)
+        await runner.warmup()
+        return await cls.around(settings, runner, metrics=metrics)
+
+    @classmethod
+    async def around(
+        cls,
+        settings: WorkerSettings,
+        runner: AsyncEmbedder,
+        metrics: WorkerMetrics | None = None,
+        owned: bool = True,
+    ) -> WorkerResources:
+        """Open the store and its collection for `runner`'s model and create the fetcher; with
+        owned=False the caller, not the worker, closes them all (`close()`) when done."""
         from models.store.factory import open_store
 
-        runner = await AsyncEmbedder.load(settings.model)
         embedder = runner.embedder
-        await runner.warmup()
         store = open_store(settings.store, embedder.model_id, embedder.dim)
         await store.ensure_collection()
         fetcher = ImageFetcher(settings.fetch, max_bytes=settings.images.max_image_bytes)
@@ -55,6 +67,7 @@ class WorkerResources:
             fetcher=fetcher,
             metrics=metrics or WorkerMetrics(),
             preprocessing=embedder.preprocessing,
+            owned=owned,
         )
 
     def indexer(self, guard: VersionGuard, dead_letters: DeadLetters) -> ListingIndexer:

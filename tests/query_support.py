@@ -3,8 +3,11 @@ the real model, written to a real store) and helpers to run the app on a test se
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import os
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -290,3 +293,35 @@ def metric_value(text: str, sample: str, labels: dict[str, str] | None = None) -
 
 def ids_in(listings: Sequence[CatalogListing]) -> set[str]:
     return {listing.listing_id for listing in listings}
+
+
+async def start_service(
+    index_path: Path, env_extra: dict[str, str], timeout_s: float = 120
+) -> tuple[asyncio.subprocess.Process, str]:
+    """`python -m query` on a free loopback port over an index; returns (process, its URL) once
+    it prints `api: URL`. The caller stops the process."""
+    env = {
+        **os.environ,
+        "LOOKALIKE_HOST": "127.0.0.1",
+        "LOOKALIKE_PORT": "0",
+        "LOOKALIKE_INDEX_PATH": str(index_path),
+        **env_extra,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "query",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), timeout_s)).decode().strip()
+        if not line.startswith("api: "):
+            raise RuntimeError(f"the service did not start: {line!r}")
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc, line.removeprefix("api: ").rstrip("/")

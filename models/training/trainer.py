@@ -370,9 +370,9 @@ class Trainer:
                 event = {
                     "epoch": self.epoch,
                     "loss": losses,
-                    "train_photos": self._caches()[0].size,
+                    "train_photos": len(self.photos.keys),
                     "seconds": round(seconds, 2),
-                    "images_per_s": round(self._caches()[0].size / seconds, 1),
+                    "images_per_s": round(len(self.photos.keys) / seconds, 1),
                     "device": self.device.type,
                     "val": val,
                 }
@@ -388,12 +388,7 @@ class Trainer:
     def _export(self) -> TrainResult:
         assert self.best is not None
         _, best_epoch, weights = self.best
-        net = EmbeddingNet(
-            self.config.model_name,
-            copy.deepcopy(self.net.backbone),
-            self.net.model_id,
-            self.config.projection_dim,
-        )
+        net = copy.deepcopy(self.net)
         net.load_state_dict(weights)
         best = self.history[[e["epoch"] for e in self.history].index(best_epoch)]["val"]
         metadata: dict[str, str | int | float | bool] = {

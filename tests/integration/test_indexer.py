@@ -11,9 +11,7 @@ import pytest
 from PIL import Image
 
 from models.embedder import AsyncEmbedder, Embedder
-from models.fetch import ImageFetcher
 from models.settings import ModelSettings
-from models.store.factory import open_store
 from models.store.types import VectorStore
 from stream.broker import DevBroker
 from stream.metrics import OUTCOMES, WorkerMetrics
@@ -89,18 +87,7 @@ async def harness(
     broker: DevBroker, embedder: Embedder, image_server: ImageServer, tmp_path: Path
 ) -> AsyncIterator[Harness]:
     settings = worker_settings(broker, fresh_topics(), tmp_path, take_within_s=0.05)
-    runner = AsyncEmbedder(embedder)
-    store = open_store(settings.store, embedder.model_id, embedder.dim)
-    await store.ensure_collection()
-    fetcher = ImageFetcher(settings.fetch, max_bytes=settings.images.max_image_bytes)
-    resources = WorkerResources(
-        settings=settings,
-        embedder=runner,
-        store=store,
-        fetcher=fetcher,
-        preprocessing=embedder.preprocessing,
-        owned=False,
-    )
+    resources = await WorkerResources.around(settings, AsyncEmbedder(embedder), owned=False)
     try:
         async with running_worker(settings, resources):
             harness = Harness(settings, resources, broker)
@@ -109,11 +96,7 @@ async def harness(
             finally:
                 harness.publisher.close()
     finally:
-        await fetcher.close()
-        await store.close()
-        runner.close()
-        if resources.decode_pool is not None:
-            resources.decode_pool.shutdown()
+        await resources.close()
 
 
 async def test_catalog_lifecycle_is_mirrored_in_the_index(

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -13,7 +11,14 @@ import pytest
 
 from query.keys import EMBEDDER, STORE
 from tests.photos import rephotographed
-from tests.query_support import api_settings, app_client, fill_store, image_upload, listing_ids
+from tests.query_support import (
+    api_settings,
+    app_client,
+    fill_store,
+    image_upload,
+    listing_ids,
+    start_service,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -41,26 +46,9 @@ async def test_the_app_opens_and_closes_its_own_model_store_and_fetcher(tmp_path
 
 
 async def test_python_dash_m_query_serves_until_sigterm(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "LOOKALIKE_HOST": "127.0.0.1",
-        "LOOKALIKE_PORT": "0",
-        "LOOKALIKE_INDEX_PATH": str(tmp_path / "index"),
-        "LOOKALIKE_DEVICE": "cpu",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "query",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    proc, base = await start_service(tmp_path / "index", {"LOOKALIKE_DEVICE": "cpu"})
     try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), timeout=120)).decode().strip()
-        assert line.startswith("api: http://127.0.0.1:"), line
-        base = line.removeprefix("api: ").rstrip("/")
+        assert base.startswith("http://127.0.0.1:"), base
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{base}/readyz") as resp:
                 assert resp.status == 200
