@@ -10,9 +10,9 @@ from aiohttp import web
 from models.embedder import AsyncEmbedder, Embedder
 from models.fetch import ImageFetcher
 from models.images import ImageLimits
+from models.microbatch import MicroBatcher
 from models.store.factory import open_store
 from models.store.types import VectorStore
-from query.batcher import MicroBatcher
 from query.decode import Decoder
 from query.keys import BATCHER, DECODER, EMBEDDER, FETCHER, METRICS, SETTINGS, STORE
 from query.metrics import ApiMetrics
@@ -115,7 +115,7 @@ def _batcher_ctx(settings: ApiSettings) -> CleanupCtx:
             concurrency=embedder.streams,
             max_batch=settings.batch_max_size or default_batch_size(embedder.embedder),
             max_wait_s=settings.batch_max_wait_ms / 1000,
-            metrics=app[METRICS],
+            on_pass=app[METRICS].observe_pass,
         )
         batcher.start()
         app[BATCHER] = batcher

@@ -6,8 +6,8 @@ from aiohttp import web
 
 from models.embedder import AsyncEmbedder
 from models.fetch import ImageFetcher
+from models.microbatch import MicroBatcher
 from models.store.types import VectorStore
-from query.batcher import MicroBatcher
 from query.decode import Decoder
 from query.metrics import ApiMetrics
 from query.settings import ApiSettings

@@ -45,6 +45,11 @@ class ApiMetrics:
             registry=self.registry,
         )
 
+    def observe_pass(self, photos: int, seconds: float) -> None:
+        """One forward pass of the micro-batcher."""
+        self.embed_batch_size.observe(photos)
+        self.embed_seconds.observe(seconds)
+
     @contextmanager
     def store_timer(self, operation: str) -> Iterator[None]:
         """Time a store call; failures are recorded too, under outcome="error"."""

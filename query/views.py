@@ -12,8 +12,8 @@ import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from models.microbatch import BatcherClosedError
 from models.store.types import Hit, ListingNotFound, StoreError
-from query.batcher import BatcherClosedError
 from query.body import read_photo
 from query.errors import ApiError
 from query.keys import BATCHER, DECODER, EMBEDDER, FETCHER, METRICS, SETTINGS, STORE

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from query.batcher import BatcherClosedError, MicroBatcher
+from models.microbatch import BatcherClosedError, MicroBatcher
 from query.metrics import ApiMetrics
 
 
@@ -52,7 +52,7 @@ async def test_an_idle_batcher_does_not_wait_for_company() -> None:
 async def test_concurrent_photos_share_forward_passes_and_keep_their_own_results() -> None:
     embed = ColourEmbed(pass_s=0.05)
     metrics = ApiMetrics()
-    batcher = MicroBatcher(embed, max_batch=32, max_wait_s=0.0, metrics=metrics)
+    batcher = MicroBatcher(embed, max_batch=32, max_wait_s=0.0, on_pass=metrics.observe_pass)
     batcher.start()
     try:
         vectors = await asyncio.gather(*(batcher.embed(swatch(i)) for i in range(12)))

@@ -1,4 +1,4 @@
-"""Micro-batching: photos of concurrent searches are embedded together, one pass per batch."""
+"""Micro-batching: photos of concurrent callers are embedded together, one pass per batch."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from query.metrics import ApiMetrics
-
 log = logging.getLogger(__name__)
 
 EmbedFn = Callable[[Sequence[Image.Image]], Awaitable[np.ndarray]]
+# Told of every pass: how many photos it embedded and how long it took.
+PassObserver = Callable[[int, float], None]
 
 
 class BatcherClosedError(Exception):
@@ -43,7 +43,7 @@ class MicroBatcher:
         embed: EmbedFn,
         max_batch: int,
         max_wait_s: float,
-        metrics: ApiMetrics | None = None,
+        on_pass: PassObserver | None = None,
         concurrency: int = 1,
     ) -> None:
         if max_batch < 1:
@@ -53,7 +53,7 @@ class MicroBatcher:
         self._embed = embed
         self._max_batch = max_batch
         self._max_wait_s = max_wait_s
-        self._metrics = metrics
+        self._on_pass = on_pass
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._announced = 0
         self._task: asyncio.Task[None] | None = None
@@ -152,9 +152,8 @@ class MicroBatcher:
                 if not job.future.done():
                     job.future.set_exception(exc)
             return
-        if self._metrics is not None:
-            self._metrics.embed_batch_size.observe(len(batch))
-            self._metrics.embed_seconds.observe(time.perf_counter() - start)
+        if self._on_pass is not None:
+            self._on_pass(len(batch), time.perf_counter() - start)
         for job, vector in zip(batch, vectors, strict=True):
             if not job.future.done():
                 job.future.set_result(vector)
