@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
+import re
 import socket
 import weakref
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import ClassVar, Self
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import hdrs
@@ -28,6 +30,11 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CHUNK_BYTES = 64 * 1024
 _MAX_URL_CHARS = 4096
 _SHOWN_URL_CHARS = 200
+# RFC 1035 limits, which the resolver enforces by raising UnicodeError rather than failing cleanly.
+_MAX_HOST_CHARS = 253
+_MAX_LABEL_CHARS = 63
+# What a name may hold once IDNA has made it ASCII; underscores occur in real DNS names.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_-]+")
 _HEADERS = {
     hdrs.USER_AGENT: "lookalike-image-fetcher/0.1",
     hdrs.ACCEPT: "image/*",
@@ -73,7 +80,8 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 class FetchError(Exception):
     """Base of every fetch failure; `reason` is a short machine code, `retryable` says whether
-    trying again later could succeed. The message names the URL, never the response body."""
+    trying again later could succeed, `attempts` counts the HTTP attempts ImageFetcher.fetch
+    made (0 when the URL was refused before any). The message names the URL, never the body."""
 
     default_reason: ClassVar[str] = "fetch_failed"
     default_retryable: ClassVar[bool] = False
@@ -85,11 +93,13 @@ class FetchError(Exception):
         *,
         reason: str | None = None,
         retryable: bool | None = None,
+        attempts: int = 0,
     ) -> None:
         self.message = message
         self.url = None if url is None else _shown(url)
         self.reason: str = reason if reason is not None else self.default_reason
         self.retryable: bool = retryable if retryable is not None else self.default_retryable
+        self.attempts = attempts
         super().__init__(message if self.url is None else f"{message}: {self.url}")
 
 
@@ -278,6 +288,38 @@ def _looks_like_ip(host: str) -> bool:
     return ":" in host or host.replace(".", "").isdigit()
 
 
+def _parse(text: str) -> URL:
+    """`text` as a URL, refusing what yarl parses into something other than what was written."""
+    try:
+        parsed = URL(text)
+        netloc = urlsplit(text).netloc
+    except (ValueError, TypeError) as e:
+        raise BadURL(f"not a valid URL ({e})", text) from None
+    # yarl drops the brackets of an IP literal it cannot read ("[v1.fe]") and keeps the rest
+    # as a host name, which would then be looked up in DNS.
+    if "[" in netloc and ":" not in (parsed.raw_host or ""):
+        raise BadURL("bracketed host is not an IPv6 address", text)
+    return parsed
+
+
+def _check_host_name(host: str, url: URL) -> None:
+    """Refuse a DNS name the resolver cannot look up, rather than let it raise UnicodeError
+    (an empty or overlong label) or send a name that could never resolve to DNS and retry it."""
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > _MAX_HOST_CHARS:
+        raise BadURL(f"host name is longer than {_MAX_HOST_CHARS} characters", url)
+    for label in name.split("."):
+        if not label or len(label) > _MAX_LABEL_CHARS:
+            raise BadURL(f"host name has an empty label or one over {_MAX_LABEL_CHARS}", url)
+        if not _HOST_LABEL.fullmatch(label):
+            raise BadURL("host name holds characters a DNS name cannot", url)
+    try:
+        # What socket.getaddrinfo does to the name; the checks above should leave nothing here.
+        host.encode("idna")
+    except UnicodeError:
+        raise BadURL("host name cannot be IDNA-encoded", url) from None
+
+
 class ImageFetcher:
     """Fetches one URL's bytes; shared by the stream worker and the query API's image_url."""
 
@@ -346,6 +388,7 @@ class ImageFetcher:
             try:
                 return await self._follow(target)
             except FetchError as e:
+                e.attempts = attempt + 1
                 if not e.retryable or attempt == attempts - 1:
                     raise
             # Exponential backoff with jitter, so that many workers do not retry in step.
@@ -355,19 +398,23 @@ class ImageFetcher:
 
     def _checked(self, url: str | URL) -> URL:
         """Parse and vet one URL (the first or a redirect target) before any connection."""
-        if isinstance(url, str) and len(url) > _MAX_URL_CHARS:
+        if len(str(url)) > _MAX_URL_CHARS:
             raise BadURL(f"URL is longer than {_MAX_URL_CHARS} characters", url)
-        try:
-            parsed = url if isinstance(url, URL) else URL(url)
-        except (ValueError, TypeError) as e:
-            raise BadURL(f"not a valid URL ({e})", str(url)) from None
+        parsed = url if isinstance(url, URL) else _parse(url)
         if parsed.scheme not in _SCHEMES:
             raise BadURL(f"scheme {parsed.scheme!r} is not allowed; use http or https", parsed)
         if parsed.user is not None or parsed.password is not None:
             raise BadURL("credentials in the URL are not allowed", parsed)
-        host = parsed.host
-        if not host:
+        try:
+            # `host` decodes punycode, which raises on a bad "xn--" label.
+            host = parsed.host
+        except UnicodeError:
+            raise BadURL("host name is not valid IDNA", parsed) from None
+        raw_host = parsed.raw_host
+        if not host or not raw_host:
             raise BadURL("URL has no host", parsed)
+        if parsed.explicit_port == 0:
+            raise BadURL("port 0 cannot be connected to", parsed)
         if _looks_like_ip(host):
             try:
                 address = ipaddress.ip_address(host)
@@ -375,6 +422,9 @@ class ImageFetcher:
                 raise BadURL(f"host {host!r} is not a canonical IP address", parsed) from None
             if not self._policy.allows(address):
                 raise HostNotAllowed(f"address {host} is not a public address", parsed)
+        else:
+            # raw_host is the ASCII form that aiohttp hands the resolver.
+            _check_host_name(raw_host, parsed)
         return parsed.with_fragment(None)
 
     async def _follow(self, url: URL) -> bytes:
@@ -404,7 +454,9 @@ class ImageFetcher:
                     if not location:
                         raise HTTPStatusError(resp.status, url, "redirect without a Location")
                     try:
-                        return url.join(URL(location))
+                        return url.join(_parse(location))
+                    except BadURL as e:
+                        raise BadURL(f"invalid redirect target ({e.message})", url) from None
                     except (ValueError, TypeError) as e:
                         raise BadURL(f"invalid redirect target ({e})", url) from None
                 if not 200 <= resp.status < 300:
@@ -423,6 +475,9 @@ class ImageFetcher:
             raise
         except TimeoutError as e:
             raise FetchTimeout("timed out", url) from e
+        except UnicodeError as e:
+            # The resolver IDNA-encodes the host; _checked should have refused any it cannot.
+            raise BadURL("host name cannot be IDNA-encoded", url) from e
         except aiohttp.InvalidURL as e:
             raise BadURL(f"invalid URL ({e})", url) from e
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from models.fetch import (
     AddressPolicy,
@@ -423,6 +424,161 @@ async def test_bad_urls_are_refused(url: str) -> None:
     assert info.value.reason == "bad_url"
     assert "s3cret" not in str(info.value)
     assert len(str(info.value)) < 400
+
+
+# Spellings that once escaped fetch() as UnicodeError (the resolver IDNA-encodes the host) or
+# went to DNS and came back a retryable ConnectionFailed for a name that can never resolve.
+HOSTILE_URLS: list[tuple[str, str]] = [
+    ("http://" + "a" * 64 + ".invalid/x.jpg", "bad_url"),  # label over 63
+    ("HTTP://" + "a" * 64 + ".invalid/x.jpg", "bad_url"),
+    ("http://a..b/x.jpg", "bad_url"),  # empty label
+    ("http://.a/x.jpg", "bad_url"),
+    ("http://./x.jpg", "bad_url"),
+    ("http://..../x.jpg", "bad_url"),
+    ("http://" + ".".join(["a" * 60] * 5) + "/x.jpg", "bad_url"),  # 304-char host
+    ("http://" + ".".join(["a" * 63] * 4) + ".c/x.jpg", "bad_url"),  # 257-char host
+    ("http://" + "\u00e9" * 64 + ".example/x.jpg", "bad_url"),  # unicode label too long
+    ("http://\u00e4" + "a" * 60 + ".example/x.jpg", "bad_url"),  # punycode form over 63
+    ("http://xn--/x.jpg", "bad_url"),  # empty punycode
+    ("http://xn--a/x.jpg", "bad_url"),  # punycode that does not decode
+    ("http://a.xn--/x.jpg", "bad_url"),
+    ("http://xn--a.xn--b/x.jpg", "bad_url"),
+    ("http://xn--ab-\u00e9/x.jpg", "bad_url"),  # non-ASCII inside an xn-- label
+    ("http://\ufeff.example/x.jpg", "bad_url"),  # BOM
+    ("http://a\u200db.example/x.jpg", "bad_url"),  # zero-width joiner
+    ("http://a\udcffb.example/x.jpg", "bad_url"),  # lone surrogate
+    ("http://a\x00b.example/x.jpg", "bad_url"),
+    ("http://%41.example/x.jpg", "bad_url"),  # percent-encoded host
+    ("http://%zz.example/x.jpg", "bad_url"),
+    ("http://a%2e%2eb/x.jpg", "bad_url"),
+    ("http://%00/x.jpg", "bad_url"),
+    ("http://exa mple.com/x.jpg", "bad_url"),
+    ("http://exa<mple.com/x.jpg", "bad_url"),
+    ("http://[::1/x.jpg", "bad_url"),  # IPv6 oddities
+    ("http://[::1]]/x.jpg", "bad_url"),
+    ("http://[]/x.jpg", "bad_url"),
+    ("http://[zz::1]/x.jpg", "bad_url"),
+    ("http://[v1.fe]/x.jpg", "bad_url"),  # IPvFuture: yarl would drop the brackets
+    ("http://[::ffff:1.2.3.4.5]/x.jpg", "bad_url"),
+    ("http://[1:2:3:4:5:6:7:8:9]/x.jpg", "bad_url"),
+    ("http://[fe80::1%25eth0]/x.jpg", "host_not_allowed"),  # zone id: link-local
+    ("http://1.2.3.4.5/x.jpg", "bad_url"),
+    ("http://999.1.1.1/x.jpg", "bad_url"),
+    ("http://127.0.0.1\uff0e/x.jpg", "bad_url"),  # fullwidth dot left trailing
+    ("http://images.example:0/x.jpg", "bad_url"),  # ports
+    ("http://images.example:65536/x.jpg", "bad_url"),
+    ("http://images.example:-1/x.jpg", "bad_url"),
+    ("http://images.example:abc/x.jpg", "bad_url"),
+    ("http://images.example:99999999999999999999/x.jpg", "bad_url"),
+]
+
+
+@pytest.mark.parametrize(("url", "reason"), HOSTILE_URLS)
+async def test_hostile_spellings_are_a_fetch_error(url: str, reason: str) -> None:
+    s = settings(allow_private_image_hosts=False, fetch_retries=2)
+    async with ImageFetcher(s, MAX_BYTES) as fetcher:
+        try:
+            await fetcher.fetch(url)
+        except FetchError as e:
+            error = e
+        else:
+            pytest.fail(f"{url!a} was fetched")
+    assert error.reason == reason
+    assert error.retryable is False
+    assert error.attempts == 0  # refused before any connection or DNS lookup
+    assert len(str(error)) < 400
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "a" * 64 + ".invalid",
+        "a..b",
+        "xn--a",
+        "%41.example",
+        "[v1.fe]",
+        ".".join(["a" * 60] * 5),
+    ],
+)
+async def test_redirect_to_a_hostile_spelling_is_bad_url(host: str) -> None:
+    asked: list[str] = []
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        asked.append(request.path)
+        # Set by hand: web.HTTPFound would normalise the Location through yarl first.
+        return web.Response(status=302, headers={"Location": f"http://{host}/x.jpg"})
+
+    async with serve(redirect) as base, ImageFetcher(settings(fetch_retries=2), MAX_BYTES) as f:
+        with pytest.raises(BadURL) as info:
+            await f.fetch(base + "/go")
+    assert info.value.reason == "bad_url"
+    assert info.value.attempts == 1
+    assert asked == ["/go"]
+
+
+async def test_unicode_error_from_aiohttp_is_bad_url() -> None:
+    # The safety net behind _checked: a URL that skipped it still fails as a FetchError.
+    async with ImageFetcher(settings(), MAX_BYTES) as fetcher:
+        with pytest.raises(BadURL) as info:
+            await fetcher._get(URL("http://a..b/x.jpg"))
+    assert isinstance(info.value.__cause__, UnicodeError)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",
+        "LOCALHOST",
+        "\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54",  # fullwidth, NFKC-folded
+        "127\u30020\u30020\u30021",  # ideographic full stops fold to dots
+    ],
+)
+async def test_odd_but_valid_spellings_still_fetch(image_server: ImageServer, host: str) -> None:
+    image_server.add("ok.jpg", b"img")
+    async with ImageFetcher(settings(), MAX_BYTES) as fetcher:
+        assert await fetcher.fetch(f"http://{host}:{image_server.port}/ok.jpg") == b"img"
+
+
+async def test_folded_loopback_spelling_is_still_refused(listener: ConnectionCounter) -> None:
+    # yarl folds these to 127.0.0.1 before aiohttp sees them; the guard must judge that form.
+    s = settings(allow_private_image_hosts=False)
+    async with ImageFetcher(s, MAX_BYTES) as fetcher:
+        for host in ("127\u30020\u30020\u30021", "\uff11\uff12\uff17.0.0.1"):
+            with pytest.raises(HostNotAllowed):
+                await fetcher.fetch(f"http://{host}:{listener.port}/x.jpg")
+    assert listener.accepted == 0
+
+
+# ---- attempts -----------------------------------------------------------------------------
+
+
+async def test_attempts_count_one_for_a_404(image_server: ImageServer) -> None:
+    async with ImageFetcher(settings(fetch_retries=3), MAX_BYTES) as fetcher:
+        with pytest.raises(HTTPStatusError) as info:
+            await fetcher.fetch(image_server.url("missing.jpg"))
+    assert info.value.attempts == 1
+
+
+async def test_attempts_count_every_retry_of_a_timeout(image_server: ImageServer) -> None:
+    url = image_server.add("slow.jpg", b"late", delay_s=1.0)
+    s = settings(fetch_read_timeout_s=0.1, fetch_connect_timeout_s=0.5, fetch_retries=2)
+    async with ImageFetcher(s, MAX_BYTES) as fetcher:
+        with pytest.raises(FetchTimeout) as info:
+            await fetcher.fetch(url)
+    assert info.value.attempts == 3
+    assert image_server.count("slow.jpg") == 3
+
+
+async def test_attempts_stop_counting_at_the_first_permanent_failure(
+    image_server: ImageServer,
+) -> None:
+    # Two 503s, then the route answers 404 once its failures are spent (no body registered).
+    url = image_server.add("flaky", b"", fail_first=1, fail_status=503, status=404)
+    async with ImageFetcher(settings(fetch_retries=5), MAX_BYTES) as fetcher:
+        with pytest.raises(HTTPStatusError) as info:
+            await fetcher.fetch(url)
+    assert info.value.status == 404
+    assert info.value.attempts == 2
 
 
 async def test_guarded_resolver_filters_what_it_resolves() -> None:
