@@ -12,9 +12,11 @@ source is read from a copy of its files taken at the start (the service holds th
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import tempfile
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,8 +29,8 @@ from tqdm import tqdm
 
 from models.embedder import AsyncEmbedder
 from models.fetch import FetchError, ImageFetcher
-from models.images import ImageError, ImageLimits, content_hash
-from models.network import Preprocessing
+from models.images import ImageError, ImageLimits
+from models.photos import PhotoPipeline
 from models.settings import FetchSettings, ImageSettings, ModelSettings, StoreSettings
 from models.store.edge import EdgeStore, copy_shard, stored_vector_size
 from models.store.factory import collection_name_for, model_id_of, open_store, resolve_alias
@@ -87,17 +89,16 @@ async def _source_store(
             await store.close()
 
 
-async def _photos(
-    fetcher: ImageFetcher, urls: list[str], limits: ImageLimits, preprocessing: Preprocessing
-) -> list[tuple[str, str, Image.Image]]:
+async def _photos(pipeline: PhotoPipeline, urls: list[str]) -> list[tuple[str, str, Image.Image]]:
     async def one(url: str) -> tuple[str, str, Image.Image] | None:
         try:
-            data = await fetcher.fetch(url)
-            image = await asyncio.to_thread(preprocessing.load, data, limits)
+            photo = await pipeline.load(url)
         except (FetchError, ImageError) as exc:
             log.warning("reindex_photo_failed", url=url, error=str(exc))
             return None
-        return url, content_hash(data), image
+        # No hash is passed as known: a new model needs every photo decoded.
+        assert photo.image is not None
+        return url, photo.hash, photo.image
 
     got = await asyncio.gather(*(one(url) for url in urls))
     return [photo for photo in got if photo is not None]
@@ -107,17 +108,11 @@ async def _copy(
     listing: StoredListing,
     target: VectorStore,
     embedder: AsyncEmbedder,
-    fetcher: ImageFetcher,
-    limits: ImageLimits,
+    pipeline: PhotoPipeline,
 ) -> int:
     payload: dict[str, Any] = dict(listing.payload)
     urls = payload.get("source_image_urls") or payload.get("image_urls") or []
-    photos = await _photos(
-        fetcher,
-        [u for u in urls if isinstance(u, str)],
-        limits,
-        embedder.embedder.preprocessing,
-    )
+    photos = await _photos(pipeline, [u for u in urls if isinstance(u, str)])
     if not photos:
         return 0
     vectors = await embedder.embed([image for _, _, image in photos])
@@ -156,6 +151,10 @@ async def reindex(
     target = open_store(store, embedder.model_id, embedder.dim)
     fetcher = ImageFetcher(fetch, max_bytes=images.max_image_bytes)
     limits = ImageLimits.from_settings(images)
+    # A listing's photos decode side by side, one per core, off the default executor that the
+    # fetcher's resolver uses.
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="decode")
+    pipeline = PhotoPipeline(fetcher, pool, embedder.preprocessing, limits)
     try:
         source_dim = await _source_dim(store, source_name)
         async with _source_store(store, source_name, source_model, source_dim) as source:
@@ -166,7 +165,7 @@ async def reindex(
                 total=total, desc="reindex", unit="listing", file=sys.stderr, disable=not progress
             ) as bar:
                 async for listing in source.scroll():
-                    n = await _copy(listing, target, runner, fetcher, limits)
+                    n = await _copy(listing, target, runner, pipeline)
                     if n:
                         result.listings += 1
                         result.images += n
@@ -189,5 +188,6 @@ async def reindex(
         raise ReindexError(str(exc)) from exc
     finally:
         await fetcher.close()
+        pool.shutdown(wait=False, cancel_futures=True)
         await target.close()
         runner.close()

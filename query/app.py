@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
@@ -11,10 +12,10 @@ from models.embedder import AsyncEmbedder, Embedder
 from models.fetch import ImageFetcher
 from models.images import ImageLimits
 from models.microbatch import MicroBatcher
+from models.photos import PhotoPipeline
 from models.store.factory import open_store
 from models.store.types import VectorStore
-from query.decode import Decoder
-from query.keys import BATCHER, DECODER, EMBEDDER, FETCHER, METRICS, SETTINGS, STORE
+from query.keys import BATCHER, EMBEDDER, FETCHER, METRICS, PHOTOS, SETTINGS, STORE
 from query.metrics import ApiMetrics
 from query.middleware import error_middleware
 from query.settings import ApiSettings
@@ -79,19 +80,21 @@ def _fetcher_ctx(settings: ApiSettings, given: ImageFetcher | None) -> CleanupCt
     return ctx
 
 
-def _decoder_ctx(settings: ApiSettings) -> CleanupCtx:
+def _photos_ctx(settings: ApiSettings) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        embedder = app[EMBEDDER]
-        decoder = Decoder(
+        # Decode threads of the app's own: a burst of uploads must not queue behind, or hold up,
+        # the default executor, where image_url fetches resolve their host names.
+        pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
+        app[PHOTOS] = PhotoPipeline(
+            app[FETCHER],
+            pool,
+            app[EMBEDDER].embedder.preprocessing,
             ImageLimits.from_settings(settings.images),
-            embedder.embedder.preprocessing,
-            settings.decode_threads,
         )
-        app[DECODER] = decoder
         try:
             yield
         finally:
-            decoder.close()
+            pool.shutdown(wait=False, cancel_futures=True)
 
     return ctx
 
@@ -148,7 +151,7 @@ def create_app(
             _embedder_ctx(settings, embedder),
             _store_ctx(settings, store),
             _fetcher_ctx(settings, fetcher),
-            _decoder_ctx(settings),
+            _photos_ctx(settings),
             _batcher_ctx(settings),
         ]
     )

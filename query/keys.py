@@ -7,8 +7,8 @@ from aiohttp import web
 from models.embedder import AsyncEmbedder
 from models.fetch import ImageFetcher
 from models.microbatch import MicroBatcher
+from models.photos import PhotoPipeline
 from models.store.types import VectorStore
-from query.decode import Decoder
 from query.metrics import ApiMetrics
 from query.settings import ApiSettings
 
@@ -17,5 +17,5 @@ METRICS = web.AppKey("metrics", ApiMetrics)
 EMBEDDER = web.AppKey("embedder", AsyncEmbedder)
 STORE = web.AppKey("store", VectorStore)
 FETCHER = web.AppKey("fetcher", ImageFetcher)
-DECODER = web.AppKey("decoder", Decoder)
+PHOTOS = web.AppKey("photos", PhotoPipeline)
 BATCHER = web.AppKey("batcher", MicroBatcher)

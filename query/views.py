@@ -16,7 +16,7 @@ from models.microbatch import BatcherClosedError
 from models.store.types import Hit, ListingNotFound, StoreError
 from query.body import read_photo
 from query.errors import ApiError
-from query.keys import BATCHER, DECODER, EMBEDDER, FETCHER, METRICS, SETTINGS, STORE
+from query.keys import BATCHER, EMBEDDER, METRICS, PHOTOS, SETTINGS, STORE
 from query.openapi import MAX_ID_LENGTH, openapi_spec
 from query.page import add_page_routes
 from query.params import parse_search_params
@@ -64,11 +64,14 @@ def _listing_id(request: web.Request) -> str:
 
 async def _embed(request: web.Request, data: bytes | None, url: str | None) -> np.ndarray:
     batcher = request.app[BATCHER]
+    photos = request.app[PHOTOS]
     if data is None:
         assert url is not None
-        data = await request.app[FETCHER].fetch(url)
+        # Fetched before the photo is announced: a forming batch waits for a decode, not a
+        # download of unknown length.
+        data = await photos.fetch(url)
     with batcher.announced():
-        image = await request.app[DECODER].decode(data)
+        image = await photos.decode(data)
     try:
         return await batcher.embed(image)
     except BatcherClosedError as exc:

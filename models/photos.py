@@ -1,0 +1,87 @@
+"""One photo pipeline for every caller: fetch, content-hash and decode, decoding on a pool."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Container
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+from PIL import Image
+
+from models.images import ImageLimits, content_hash
+from models.network import Preprocessing
+
+# Below this, sha256 takes about a millisecond: cheaper on the loop than a hop to a pool that
+# may be busy decoding. Above it (up to the 15 MB cap, ~30 ms) it would stall the loop.
+_INLINE_HASH_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LoadedPhoto:
+    """One photo's bytes hashed and, unless the hash was already known, decoded and fitted."""
+
+    url: str | None
+    # models.images.content_hash of the bytes as fetched or given.
+    hash: str
+    # None when the hash was in `known`: the caller already holds what the image would give.
+    image: Image.Image | None
+
+
+class PhotoFetcher(Protocol):
+    """What fetches a photo's bytes; models.fetch.ImageFetcher, raising FetchError."""
+
+    async def fetch(self, url: str) -> bytes: ...
+
+
+class PhotoPipeline:
+    """Fetch, hash and decode photos; decoding runs on `pool`, never on the event loop.
+
+    The pool belongs to the caller, who shuts it down; so does the fetcher. Without a fetcher
+    only bytes can be loaded.
+    """
+
+    def __init__(
+        self,
+        fetcher: PhotoFetcher | None,
+        pool: Executor,
+        preprocessing: Preprocessing,
+        limits: ImageLimits,
+    ) -> None:
+        self._fetcher = fetcher
+        self._pool = pool
+        self._preprocessing = preprocessing
+        self._limits = limits
+
+    async def fetch(self, url: str) -> bytes:
+        """The bytes at `url`; a FetchError subclass on failure."""
+        if self._fetcher is None:
+            raise RuntimeError("this PhotoPipeline has no fetcher; it loads bytes only")
+        return await self._fetcher.fetch(url)
+
+    async def decode(self, data: bytes) -> Image.Image:
+        """The model-sized RGB image, decoded within the limits on the pool; an ImageError
+        subclass for anything unacceptable."""
+        call = partial(self._preprocessing.load, data, self._limits)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def load_bytes(
+        self, data: bytes, url: str | None = None, known: Container[str] = ()
+    ) -> LoadedPhoto:
+        """`data` hashed and, unless its hash is in `known`, decoded (ImageError)."""
+        if len(data) <= _INLINE_HASH_BYTES:
+            digest = content_hash(data)
+        else:
+            digest = await asyncio.get_running_loop().run_in_executor(
+                self._pool, content_hash, data
+            )
+        if digest in known:
+            return LoadedPhoto(url=url, hash=digest, image=None)
+        return LoadedPhoto(url=url, hash=digest, image=await self.decode(data))
+
+    async def load(self, url: str, known: Container[str] = ()) -> LoadedPhoto:
+        """The photo at `url` fetched (FetchError), hashed and, unless its hash is in `known`,
+        decoded (ImageError)."""
+        return await self.load_bytes(await self.fetch(url), url, known)
