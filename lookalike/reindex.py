@@ -1,8 +1,10 @@
 """`lookalike reindex`: build the configured model's collection from the aliased one, then swap.
 
 Every listing the alias's collection holds is copied with its payload; its photos are fetched
-again and embedded by the new model. The alias moves only once every listing was tried, so
-searches keep using the old collection (and the old model) until the new one is complete.
+again and embedded by the new model. Tombstones are copied as tombstones, so the versions of
+deleted and unlisted listings still stop older events in the new collection. The alias moves
+only once every listing was tried, so searches keep using the old collection (and the old model)
+until the new one is complete.
 Events applied to the old collection while this runs are not in the new one: stop the workers
 first, reindex, then start them on the new model. The query service may keep running: it reads
 its own model's collection, which nothing here changes. Edge locks an open shard, so on Edge the
@@ -30,6 +32,7 @@ from tqdm import tqdm
 from models.embedder import AsyncEmbedder
 from models.fetch import FetchError, ImageFetcher
 from models.images import ImageError, ImageLimits
+from models.payload import ListingPayload, TombstonePayload
 from models.photos import PhotoPipeline
 from models.settings import FetchSettings, ImageSettings, ModelSettings, StoreSettings
 from models.store.edge import EdgeStore, copy_shard, stored_vector_size
@@ -51,6 +54,8 @@ class ReindexResult:
     images: int = 0
     # Listings none of whose photos could be fetched and decoded: left out of the new collection.
     failed: list[str] = field(default_factory=list)
+    # Deleted or unlisted listings, copied with their versions.
+    tombstones: int = 0
     swapped: bool = False
 
 
@@ -111,8 +116,9 @@ async def _copy(
     pipeline: PhotoPipeline,
 ) -> int:
     payload: dict[str, Any] = dict(listing.payload)
-    urls = payload.get("source_image_urls") or payload.get("image_urls") or []
-    photos = await _photos(pipeline, [u for u in urls if isinstance(u, str)])
+    stored = ListingPayload.readable(payload, ("source_image_urls", "image_urls"))
+    urls = stored.get("source_image_urls") or stored.get("image_urls") or []
+    photos = await _photos(pipeline, urls)
     if not photos:
         return 0
     vectors = await embedder.embed([image for _, _, image in photos])
@@ -124,6 +130,15 @@ async def _copy(
     )
     await target.upsert_listing(ListingPoint(listing.listing_id, vectors.tolist(), payload))
     return len(photos)
+
+
+async def _copy_tombstone(listing: StoredListing, target: VectorStore) -> bool:
+    """The tombstone again in the target (its retention starts over); False without a version."""
+    stored = TombstonePayload.readable(listing.payload, ("version", "state"))
+    if "version" not in stored:
+        return False
+    await target.tombstone(listing.listing_id, stored["version"], stored.get("state", "deleted"))
+    return True
 
 
 async def reindex(
@@ -164,7 +179,10 @@ async def reindex(
             with tqdm(
                 total=total, desc="reindex", unit="listing", file=sys.stderr, disable=not progress
             ) as bar:
-                async for listing in source.scroll():
+                async for listing in source.scroll(include_tombstones=True):
+                    if listing.tombstone:
+                        result.tombstones += await _copy_tombstone(listing, target)
+                        continue
                     n = await _copy(listing, target, runner, pipeline)
                     if n:
                         result.listings += 1
@@ -181,6 +199,7 @@ async def reindex(
             target=target_name,
             listings=result.listings,
             failed=len(result.failed),
+            tombstones=result.tombstones,
             swapped=result.swapped,
         )
         return result

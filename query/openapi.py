@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from models.payload import ListingPayload
 from query.settings import MAX_K
 
 MAX_ID_LENGTH = 200
@@ -93,6 +94,20 @@ _LISTING_ID = {
     "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
 }
 
+_STORED_FIELDS: dict[str, Any] = ListingPayload.model_json_schema()["properties"]
+
+
+def _stored(name: str, nullable: bool = False) -> dict[str, Any]:
+    """The schema of a field the API shows as stored (models.payload.ListingPayload); nullable
+    where payloads written before the field existed lack it."""
+    schema = {
+        k: v for k, v in _STORED_FIELDS[name].items() if k in ("type", "items", "description")
+    }
+    if nullable:
+        schema["type"] = [schema["type"], "null"]
+    return schema
+
+
 _PRICE = {
     "type": "object",
     "required": ["amount", "currency"],
@@ -123,10 +138,10 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["id", "title", "category", "price", "shop_id", "image_url", "score"],
         "properties": {
             "id": {"type": "string"},
-            "title": {"type": "string"},
-            "category": {"type": "string"},
+            "title": _stored("title"),
+            "category": _stored("category"),
             "price": {"$ref": "#/components/schemas/Price"},
-            "shop_id": {"type": "string"},
+            "shop_id": _stored("shop_id"),
             "image_url": {
                 "type": ["string", "null"],
                 "description": "The listing's photo that matched best.",
@@ -161,14 +176,14 @@ _SCHEMAS: dict[str, Any] = {
         ],
         "properties": {
             "id": {"type": "string"},
-            "title": {"type": "string"},
-            "category": {"type": "string"},
+            "title": _stored("title"),
+            "category": _stored("category"),
             "price": {"$ref": "#/components/schemas/Price"},
-            "shop_id": {"type": "string"},
-            "state": {"type": "string"},
-            "image_urls": {"type": "array", "items": {"type": "string"}},
-            "version": {"type": ["integer", "null"]},
-            "indexed_at": {"type": ["string", "null"]},
+            "shop_id": _stored("shop_id"),
+            "state": _stored("state"),
+            "image_urls": _stored("image_urls"),
+            "version": _stored("version", nullable=True),
+            "indexed_at": _stored("indexed_at", nullable=True),
         },
     },
     "SearchJson": {

@@ -106,7 +106,8 @@ async def similar(request: web.Request) -> web.Response:
 async def get_listing(request: web.Request) -> web.Response:
     listing_id = _listing_id(request)
     listing = await _store_call(request, "get", request.app[STORE].get(listing_id))
-    if listing is None:
+    # A tombstone only keeps a deleted or unlisted listing's version: to clients it is gone.
+    if listing is None or listing.tombstone:
         raise ApiError(404, "listing_not_found", f"no listing {listing_id!r}")
     return web.json_response(render_listing(listing))
 

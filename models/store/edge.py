@@ -16,13 +16,28 @@ from typing import Any, TypeVar
 
 import qdrant_edge as qe
 
+from models.payload import IndexKind, TombstonePayload
 from models.store.aliases import AliasFile
-from models.store.filters import PAYLOAD_INDEXES, Conditions, conditions, edge_filter
+from models.store.filters import (
+    PAYLOAD_INDEXES,
+    Conditions,
+    conditions,
+    edge_filter,
+    edge_old_tombstones,
+    edge_payload_target,
+    edge_write_condition,
+)
 from models.store.maxsim import (
     Matrix,
     as_matrix,
 )
-from models.store.querying import QueryingStore, hits, stored_listing
+from models.store.querying import (
+    QueryingStore,
+    check_listing_payload,
+    hits,
+    placeholder_vector,
+    stored_listing,
+)
 from models.store.types import (
     DimensionMismatch,
     Hit,
@@ -30,6 +45,7 @@ from models.store.types import (
     SearchFilters,
     StoredListing,
     StoreError,
+    payload_version,
     point_id,
 )
 
@@ -53,8 +69,12 @@ def stored_vector_size(shard_path: Path) -> int | None:
     return size if isinstance(size, int) else None
 
 
-def _schema(kind: str) -> qe.PayloadSchemaType:
-    return qe.PayloadSchemaType.Float if kind == "float" else qe.PayloadSchemaType.Keyword
+_SCHEMAS: dict[IndexKind, qe.PayloadSchemaType] = {
+    "keyword": qe.PayloadSchemaType.Keyword,
+    "integer": qe.PayloadSchemaType.Integer,
+    "float": qe.PayloadSchemaType.Float,
+    "bool": qe.PayloadSchemaType.Bool,
+}
 
 
 def copy_shard(index_path: Path, collection_name: str, into: Path) -> Path:
@@ -192,7 +212,7 @@ class EdgeStore(QueryingStore):
             present = shard.info().payload_schema
             for field, kind in PAYLOAD_INDEXES.items():
                 if field not in present:
-                    shard.update(qe.UpdateOperation.create_field_index(field, _schema(kind)))
+                    shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMAS[kind]))
         except BaseException:
             shard.close()
             raise
@@ -243,23 +263,41 @@ class EdgeStore(QueryingStore):
         async with self._write_gate:
             await self._run(self._update, op)
 
-    async def upsert_listing(self, point: ListingPoint) -> None:
-        m = as_matrix(point.vectors, self._dim, f"listing {point.listing_id!r}")
-        payload = {**point.payload, "listing_id": point.listing_id}
+    async def _upsert(self, listing_id: str, vectors: Any, payload: dict[str, Any]) -> None:
+        version = payload_version(payload)
         op = qe.UpdateOperation.upsert_points(
-            [qe.Point(point_id(point.listing_id), m.tolist(), payload)]
+            [qe.Point(point_id(listing_id), vectors, {**payload, "listing_id": listing_id})],
+            condition=None if version is None else edge_write_condition(version),
         )
         await self._write(op)
 
+    async def upsert_listing(self, point: ListingPoint) -> None:
+        m = as_matrix(point.vectors, self._dim, f"listing {point.listing_id!r}")
+        check_listing_payload(point.listing_id, point.payload)
+        await self._upsert(point.listing_id, m.tolist(), point.payload)
+
     async def set_payload(self, listing_id: str, payload: dict[str, Any]) -> None:
-        """Merge fields into a stored listing; an absent listing is left absent."""
-        if payload.get("listing_id", listing_id) != listing_id:
-            raise ValueError("listing_id is the point's identity and cannot be changed")
+        check_listing_payload(listing_id, payload)
         if not payload:
             return
         # By filter, so an absent point is a no-op rather than Edge's "No point with id" error.
-        only = qe.Filter(must=[qe.HasIdCondition({point_id(listing_id)})])
-        await self._write(qe.UpdateOperation.set_payload_by_filter(only, payload))
+        target = edge_payload_target(listing_id, payload_version(payload))
+        await self._write(qe.UpdateOperation.set_payload_by_filter(target, payload))
+
+    async def tombstone(self, listing_id: str, version: int, state: str) -> None:
+        payload = TombstonePayload(listing_id=listing_id, version=version, state=state)
+        await self._upsert(listing_id, placeholder_vector(self._dim), payload.to_store())
+
+    async def purge_tombstones(self, older_than: float) -> int:
+        async with self._write_gate:
+            return await self._run(self._purge, edge_old_tombstones(older_than))
+
+    def _purge(self, old: qe.Filter) -> int:
+        shard = self._require()
+        found = shard.count(qe.CountRequest(exact=True, filter=old))
+        if found:
+            self._update(qe.UpdateOperation.delete_points_by_filter(old))
+        return found
 
     async def delete(self, listing_id: str) -> None:
         await self._write(qe.UpdateOperation.delete_points([point_id(listing_id)]))
@@ -291,12 +329,17 @@ class EdgeStore(QueryingStore):
         return await self._run(lambda: self._require().count(request))
 
     async def scroll(
-        self, with_vectors: bool = False, page_size: int = 256
+        self, with_vectors: bool = False, page_size: int = 256, include_tombstones: bool = False
     ) -> AsyncIterator[StoredListing]:
+        where = edge_filter(Conditions(tombstones=include_tombstones))
         offset: qe.PointId | None = None
         while True:
             request = qe.ScrollRequest(
-                offset=offset, limit=page_size, with_payload=True, with_vector=with_vectors
+                offset=offset,
+                limit=page_size,
+                filter=where,
+                with_payload=True,
+                with_vector=with_vectors,
             )
             records, offset = await self._run(lambda r=request: self._require().scroll(r))
             for record in records:

@@ -1,27 +1,30 @@
-"""SearchFilters as each backend's native filter, and the payload indexes filters rely on."""
+"""SearchFilters and version guards as each backend's native filter, and the payload indexes."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
 import qdrant_edge as qe
 from qdrant_client import models as qm
 
+from models.payload import IndexKind, payload_indexes
 from models.store.types import SearchFilters, category_prefixes, point_id
 
 ACTIVE_STATE: Final = "active"
+VERSION: Final = "version"
+TOMBSTONE: Final = "tombstone"
+TOMBSTONED_AT: Final = "tombstoned_at"
 
 # Every payload field a filter touches has an index, so filtering happens inside the vector search.
-PAYLOAD_INDEXES: Final[dict[str, Literal["keyword", "float"]]] = {
-    "category_path": "keyword",
-    "price": "float",
-    "currency": "keyword",
-    "shop_id": "keyword",
-    "state": "keyword",
-    "listing_id": "keyword",
-}
+# Declared on the fields of models.payload: a new filtered field is one edit there.
+PAYLOAD_INDEXES: Final[dict[str, IndexKind]] = payload_indexes()
+
+# Live listings are the points without a "tombstone" field: only tombstone() writes one (True),
+# and qdrant-edge 0.9's MatchValue(True) matches no stored boolean, so both engines test emptiness.
+_edge_live = qe.IsEmptyCondition(TOMBSTONE)
+_server_live = qm.IsEmptyCondition(is_empty=qm.PayloadField(key=TOMBSTONE))
 
 
 def category_key(prefix: str) -> str | None:
@@ -38,6 +41,8 @@ class Conditions:
     price_min: float | None = None
     price_max: float | None = None
     excluded_point_ids: frozenset[str] = frozenset()
+    # Tombstones are only ever read by scroll(include_tombstones=True); nothing else sees them.
+    tombstones: bool = False
 
     @property
     def empty(self) -> bool:
@@ -46,11 +51,13 @@ class Conditions:
             and self.price_min is None
             and self.price_max is None
             and not self.excluded_point_ids
+            and self.tombstones
         )
 
 
 def conditions(filters: SearchFilters | None, exclude_point_ids: Iterable[str] = ()) -> Conditions:
-    """Flatten SearchFilters (None = no narrowing) and extra point ids to exclude."""
+    """Flatten SearchFilters (None = no narrowing but live listings only) and extra point ids to
+    exclude. Tombstones are excluded even without a state filter (only_active=False)."""
     excluded = set(exclude_point_ids)
     if filters is None:
         return Conditions(excluded_point_ids=frozenset(excluded))
@@ -76,9 +83,11 @@ def edge_filter(c: Conditions) -> qe.Filter | None:
     """The Qdrant Edge filter for these conditions; None when nothing narrows."""
     if c.empty:
         return None
-    must: list[qe.FieldCondition] = [
+    must: list[qe.FieldCondition | qe.IsEmptyCondition] = [
         qe.FieldCondition(key, match=qe.MatchValue(value)) for key, value in c.keywords
     ]
+    if not c.tombstones:
+        must.append(_edge_live)
     if c.price_min is not None or c.price_max is not None:
         must.append(
             qe.FieldCondition("price", range=qe.RangeFloat(gte=c.price_min, lte=c.price_max))
@@ -89,6 +98,29 @@ def edge_filter(c: Conditions) -> qe.Filter | None:
     return qe.Filter(must=list(must) or None, must_not=list(must_not) or None)
 
 
+# Versions compare as float64 in both engines (their only numeric range): exact below 2**53.
+def _edge_not_older(version: int) -> qe.FieldCondition:
+    return qe.FieldCondition(VERSION, range=qe.RangeFloat(gte=float(version)))
+
+
+def edge_write_condition(version: int) -> qe.Filter:
+    """The condition of a versioned upsert: the stored point has no version this new or newer
+    (a point without one, legacy, matches; an absent point is inserted by the engine anyway)."""
+    return qe.Filter(must_not=[_edge_not_older(version)])
+
+
+def edge_payload_target(listing_id: str, version: int | None) -> qe.Filter:
+    """The points a payload update may touch: the listing's, live, and older when versioned."""
+    older: list[qe.ConditionType] | None = None if version is None else [_edge_not_older(version)]
+    return qe.Filter(must=[qe.HasIdCondition({point_id(listing_id)}), _edge_live], must_not=older)
+
+
+def edge_old_tombstones(older_than: float) -> qe.Filter:
+    """Tombstones written before older_than (unix seconds)."""
+    before = qe.FieldCondition(TOMBSTONED_AT, range=qe.RangeFloat(lt=older_than))
+    return qe.Filter(must=[before], must_not=[_edge_live])
+
+
 def server_filter(c: Conditions) -> qm.Filter | None:
     """The qdrant-client filter for these conditions; None when nothing narrows."""
     if c.empty:
@@ -96,6 +128,8 @@ def server_filter(c: Conditions) -> qm.Filter | None:
     must: list[qm.Condition] = [
         qm.FieldCondition(key=key, match=qm.MatchValue(value=value)) for key, value in c.keywords
     ]
+    if not c.tombstones:
+        must.append(_server_live)
     if c.price_min is not None or c.price_max is not None:
         must.append(
             qm.FieldCondition(key="price", range=qm.Range(gte=c.price_min, lte=c.price_max))
@@ -104,3 +138,27 @@ def server_filter(c: Conditions) -> qm.Filter | None:
     if c.excluded_point_ids:
         must_not.append(qm.HasIdCondition(has_id=sorted(c.excluded_point_ids)))
     return qm.Filter(must=must or None, must_not=must_not or None)
+
+
+def _server_not_older(version: int) -> qm.FieldCondition:
+    return qm.FieldCondition(key=VERSION, range=qm.Range(gte=version))
+
+
+def server_write_condition(version: int) -> qm.Filter:
+    """edge_write_condition for qdrant-client (its update_filter)."""
+    return qm.Filter(must_not=[_server_not_older(version)])
+
+
+def server_payload_target(listing_id: str, version: int | None) -> qm.Filter:
+    """edge_payload_target for qdrant-client."""
+    must_not: list[qm.Condition] = [] if version is None else [_server_not_older(version)]
+    return qm.Filter(
+        must=[qm.HasIdCondition(has_id=[point_id(listing_id)]), _server_live],
+        must_not=must_not or None,
+    )
+
+
+def server_old_tombstones(older_than: float) -> qm.Filter:
+    """edge_old_tombstones for qdrant-client."""
+    before = qm.FieldCondition(key=TOMBSTONED_AT, range=qm.Range(lt=older_than))
+    return qm.Filter(must=[before], must_not=[_server_live])

@@ -6,7 +6,7 @@ from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from models.store.filters import Conditions, conditions
+from models.store.filters import TOMBSTONE, Conditions, conditions
 from models.store.maxsim import Matrix, as_matrix, matched_image_index, normalized, stored_matrix
 from models.store.types import (
     Hit,
@@ -20,15 +20,29 @@ from models.store.types import (
 
 
 def stored_listing(record: Any, with_vectors: bool) -> StoredListing:
-    """A Record or ScoredPoint of either engine (both have id, payload, vector) as a listing."""
+    """A Record or ScoredPoint of either engine (both have id, payload, vector) as a listing;
+    a tombstone's placeholder vector is not one of the listing's."""
     payload = dict(record.payload or {})
+    listing_id = str(payload.get("listing_id", record.id))
     vectors: list[Vector] = []
-    if with_vectors:
+    if with_vectors and not StoredListing(listing_id, payload).tombstone:
         m = stored_matrix(record.vector)
         vectors = [] if m is None else [[float(x) for x in row] for row in m]
-    return StoredListing(
-        listing_id=str(payload.get("listing_id", record.id)), payload=payload, vectors=vectors
-    )
+    return StoredListing(listing_id=listing_id, payload=payload, vectors=vectors)
+
+
+def check_listing_payload(listing_id: str, payload: dict[str, Any]) -> None:
+    """Refuse a listing write that would change its identity or pass for a tombstone (filters
+    tell tombstones by their "tombstone" field; only tombstone() writes one)."""
+    if payload.get("listing_id", listing_id) != listing_id:
+        raise ValueError("listing_id is the point's identity and cannot be changed")
+    if TOMBSTONE in payload:
+        raise ValueError("a listing's payload has no tombstone field: call tombstone()")
+
+
+def placeholder_vector(dim: int) -> list[Vector]:
+    """The one vector a tombstone carries (every point needs one; no filter lets it match)."""
+    return [[1.0] + [0.0] * (dim - 1)]
 
 
 def hits(points: Iterable[Any], query: Matrix) -> list[Hit]:
@@ -75,7 +89,7 @@ class QueryingStore(VectorStore):
         self, listing_id: str, k: int, filters: SearchFilters | None = None
     ) -> list[Hit]:
         source = await self.get(listing_id, with_vectors=True)
-        if source is None:
+        if source is None or source.tombstone:
             raise ListingNotFound(f"listing {listing_id!r} is not in {self._name!r}")
         query = as_matrix(source.vectors, self._dim, f"listing {listing_id!r}")
         if k < 1:

@@ -12,12 +12,27 @@ from typing import Any
 from qdrant_client import AsyncQdrantClient
 from qdrant_client import models as qm
 
-from models.store.filters import PAYLOAD_INDEXES, Conditions, conditions, server_filter
+from models.payload import IndexKind, TombstonePayload
+from models.store.filters import (
+    PAYLOAD_INDEXES,
+    Conditions,
+    conditions,
+    server_filter,
+    server_old_tombstones,
+    server_payload_target,
+    server_write_condition,
+)
 from models.store.maxsim import (
     Matrix,
     as_matrix,
 )
-from models.store.querying import QueryingStore, hits, stored_listing
+from models.store.querying import (
+    QueryingStore,
+    check_listing_payload,
+    hits,
+    placeholder_vector,
+    stored_listing,
+)
 from models.store.types import (
     DimensionMismatch,
     Hit,
@@ -25,12 +40,18 @@ from models.store.types import (
     SearchFilters,
     StoredListing,
     StoreError,
+    payload_version,
     point_id,
 )
 
 log = logging.getLogger(__name__)
 
-_SCHEMAS = {"keyword": qm.PayloadSchemaType.KEYWORD, "float": qm.PayloadSchemaType.FLOAT}
+_SCHEMAS: dict[IndexKind, qm.PayloadSchemaType] = {
+    "keyword": qm.PayloadSchemaType.KEYWORD,
+    "integer": qm.PayloadSchemaType.INTEGER,
+    "float": qm.PayloadSchemaType.FLOAT,
+    "bool": qm.PayloadSchemaType.BOOL,
+}
 # How often optimize() looks at the collection's status while the server builds indexes.
 OPTIMIZE_POLL_S = 0.5
 
@@ -143,31 +164,47 @@ class ServerStore(QueryingStore):
 
     # -- writes -----------------------------------------------------------------------------
 
-    async def upsert_listing(self, point: ListingPoint) -> None:
-        m = as_matrix(point.vectors, self._dim, f"listing {point.listing_id!r}")
-        payload = {**point.payload, "listing_id": point.listing_id}
+    async def _upsert(self, listing_id: str, vectors: Any, payload: dict[str, Any]) -> None:
+        version = payload_version(payload)
+        point = qm.PointStruct(
+            id=point_id(listing_id), vector=vectors, payload={**payload, "listing_id": listing_id}
+        )
         with self._errors("upsert"):
             await self._client.upsert(
                 self._name,
-                points=[
-                    qm.PointStruct(
-                        id=point_id(point.listing_id), vector=m.tolist(), payload=payload
-                    )
-                ],
+                points=[point],
+                update_filter=None if version is None else server_write_condition(version),
                 wait=True,
             )
 
+    async def upsert_listing(self, point: ListingPoint) -> None:
+        m = as_matrix(point.vectors, self._dim, f"listing {point.listing_id!r}")
+        check_listing_payload(point.listing_id, point.payload)
+        await self._upsert(point.listing_id, m.tolist(), point.payload)
+
     async def set_payload(self, listing_id: str, payload: dict[str, Any]) -> None:
-        """Merge fields into a stored listing; an absent listing is left absent."""
-        if payload.get("listing_id", listing_id) != listing_id:
-            raise ValueError("listing_id is the point's identity and cannot be changed")
+        check_listing_payload(listing_id, payload)
         if not payload:
             return
-        only = qm.Filter(must=[qm.HasIdCondition(has_id=[point_id(listing_id)])])
+        target = server_payload_target(listing_id, payload_version(payload))
         with self._errors("set_payload"):
             await self._client.set_payload(
-                self._name, payload=payload, points=qm.FilterSelector(filter=only), wait=True
+                self._name, payload=payload, points=qm.FilterSelector(filter=target), wait=True
             )
+
+    async def tombstone(self, listing_id: str, version: int, state: str) -> None:
+        payload = TombstonePayload(listing_id=listing_id, version=version, state=state)
+        await self._upsert(listing_id, placeholder_vector(self._dim), payload.to_store())
+
+    async def purge_tombstones(self, older_than: float) -> int:
+        old = server_old_tombstones(older_than)
+        with self._errors("purge_tombstones"):
+            found = (await self._client.count(self._name, count_filter=old, exact=True)).count
+            if found:
+                await self._client.delete(
+                    self._name, points_selector=qm.FilterSelector(filter=old), wait=True
+                )
+        return found
 
     async def delete(self, listing_id: str) -> None:
         with self._errors("delete"):
@@ -206,13 +243,15 @@ class ServerStore(QueryingStore):
         return result.count
 
     async def scroll(
-        self, with_vectors: bool = False, page_size: int = 256
+        self, with_vectors: bool = False, page_size: int = 256, include_tombstones: bool = False
     ) -> AsyncIterator[StoredListing]:
+        where = server_filter(Conditions(tombstones=include_tombstones))
         offset: qm.ExtendedPointId | None = None
         while True:
             with self._errors("scroll"):
                 records, next_offset = await self._client.scroll(
                     self._name,
+                    scroll_filter=where,
                     limit=page_size,
                     offset=offset,
                     with_payload=True,

@@ -19,6 +19,12 @@ def point_id(listing_id: str) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, listing_id))
 
 
+def payload_version(payload: dict[str, Any]) -> int | None:
+    """The payload's "version" when it is an int (True is no version)."""
+    version = payload.get("version")
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
 def category_prefixes(category: str) -> list[str]:
     """Every prefix of a slash-separated category, so a prefix filter is one keyword match."""
     parts = [p for p in category.split("/") if p]
@@ -34,7 +40,7 @@ class DimensionMismatch(StoreError):  # noqa: N818
 
 
 class ListingNotFound(StoreError):  # noqa: N818
-    """The listing is not in the collection (similar() of an unknown id)."""
+    """The listing is not in the collection (similar() of an unknown id or a tombstone)."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,8 @@ class ListingPoint:
 
     listing_id: str
     vectors: Sequence[Vector]
-    # Rendering/filtering fields: title, category, price (float), price_amount (str), currency,
-    # shop_id, state, image_urls, image_hashes, version, model_id, ...
+    # Rendering/filtering fields: models.payload.ListingPayload.to_store(). With an int "version"
+    # the write applies only over a lower stored one.
     payload: dict[str, Any]
 
 
@@ -79,6 +85,16 @@ class StoredListing:
     payload: dict[str, Any]
     vectors: list[Vector] = field(default_factory=list)
 
+    @property
+    def version(self) -> int | None:
+        """The stored version, None for a point written without one (benches, legacy)."""
+        return payload_version(self.payload)
+
+    @property
+    def tombstone(self) -> bool:
+        """A deleted or no longer active listing, kept only for its version."""
+        return self.payload.get("tombstone") is True
+
 
 class VectorStore(ABC):
     """One collection of listings behind an alias. Every method is safe to call from the event loop:
@@ -96,19 +112,35 @@ class VectorStore(ABC):
 
     @abstractmethod
     async def upsert_listing(self, point: ListingPoint) -> None:
-        """Write a listing's vectors and payload; returns once the engine acknowledged it."""
+        """Write a listing's vectors and payload; returns once the engine acknowledged it.
+
+        With an int "version" in the payload the write takes effect only where the stored point
+        is absent, has a lower version (a tombstone too) or none at all; otherwise it is a no-op.
+        Without one it always applies."""
 
     @abstractmethod
     async def set_payload(self, listing_id: str, payload: dict[str, Any]) -> None:
-        """Merge payload fields into a stored listing without touching its vectors."""
+        """Merge payload fields into a stored live listing without touching its vectors; an
+        absent listing or a tombstone is left as it is. With an int "version" in the payload,
+        only a lower stored version is updated."""
+
+    @abstractmethod
+    async def tombstone(self, listing_id: str, version: int, state: str) -> None:
+        """Replace a listing by a tombstone that keeps its version (same rule as upsert_listing):
+        gone from search, count and similar, still stopping older writes. state: "deleted", or
+        the state that took it out of search."""
+
+    @abstractmethod
+    async def purge_tombstones(self, older_than: float) -> int:
+        """Delete the tombstones written before `older_than` (unix seconds); how many."""
 
     @abstractmethod
     async def delete(self, listing_id: str) -> None:
-        """Remove a listing; deleting an absent one is not an error."""
+        """Remove a listing or its tombstone, whatever its version; an absent one is no error."""
 
     @abstractmethod
     async def get(self, listing_id: str, with_vectors: bool = False) -> StoredListing | None:
-        """A stored listing, or None."""
+        """A stored listing or tombstone (a tombstone has no vectors), or None."""
 
     @abstractmethod
     async def search(
@@ -124,13 +156,14 @@ class VectorStore(ABC):
 
     @abstractmethod
     async def count(self, filters: SearchFilters | None = None) -> int:
-        """How many listings match the filters; with None, every stored listing."""
+        """How many listings match the filters; with None, every live listing. Never tombstones."""
 
     @abstractmethod
     def scroll(
-        self, with_vectors: bool = False, page_size: int = 256
+        self, with_vectors: bool = False, page_size: int = 256, include_tombstones: bool = False
     ) -> AsyncIterator[StoredListing]:
-        """Every stored listing, page by page (reindexing, consistency checks)."""
+        """Every stored listing, page by page (reindexing, consistency checks); tombstones too
+        when asked."""
 
     @abstractmethod
     async def vector_size(self) -> int:

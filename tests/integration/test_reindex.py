@@ -72,6 +72,9 @@ async def test_reindex_builds_the_new_collection_and_moves_the_alias(
     gone = image_server.url("/gone.jpg")
     vectors = old.embed([photo("flower")]).tolist()
     await store.upsert_listing(ListingPoint("L-gone", vectors, _payload("L-gone", [gone], "x")))
+    # Deleted and sold-out listings: their versions must stop older events after the rollout too.
+    await store.tombstone("L-deleted", 7, "deleted")
+    await store.tombstone("L-coffee-old", 4, "sold_out")
     await store.close()
 
     checkpoint = tmp_path / "projected.pt"
@@ -83,6 +86,7 @@ async def test_reindex_builds_the_new_collection_and_moves_the_alias(
     new_name = collection_name_for("listings", new_id)
     assert (result.source, result.target) == (store.collection_name, new_name)
     assert (result.listings, result.images, result.failed) == (5, 5, ["L-gone"])
+    assert result.tombstones == 2
     assert result.swapped
     assert await resolve_alias(store_settings) == new_name
 
@@ -97,6 +101,19 @@ async def test_reindex_builds_the_new_collection_and_moves_the_alias(
         assert stored.payload["model_id"] == new_id
         assert stored.payload["title"] == "listing L-coffee"
         assert stored.payload["version"] == 3
+        tombstones = {s.listing_id: s async for s in reindexed.scroll(include_tombstones=True)}
+        tombstones = {k: v for k, v in tombstones.items() if v.tombstone}
+        assert {k: (v.version, v.payload["state"]) for k, v in tombstones.items()} == {
+            "L-deleted": (7, "deleted"),
+            "L-coffee-old": (4, "sold_out"),
+        }
+        # An event older than the deletion, replayed against the new collection, stays out.
+        late = _payload("L-deleted", ["http://img.test/x.jpg"], new_id) | {"version": 6}
+        await reindexed.upsert_listing(ListingPoint("L-deleted", [[1.0] * 128], late))
+        deleted = await reindexed.get("L-deleted")
+        assert deleted is not None
+        assert deleted.tombstone
+        assert await reindexed.count() == 5
         for name in PHOTOS:
             query = new.embed([_decoded(rephotographed(name))]).tolist()
             hits = await reindexed.search(query, 3)

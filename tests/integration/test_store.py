@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import shutil
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+import qdrant_edge as qe
 from qdrant_client import AsyncQdrantClient
 
 from models.settings import StoreSettings
@@ -24,6 +26,7 @@ from models.store.factory import (
     open_store,
     resolve_alias,
 )
+from models.store.filters import PAYLOAD_INDEXES
 from models.store.server import ServerStore
 from models.store.types import (
     DimensionMismatch,
@@ -233,7 +236,7 @@ async def test_reupserting_a_listing_keeps_one_point(store: VectorStore) -> None
     first = Listing("L1", unit(rng, 3), "home/decor", 10.0, "S1")
     await store.upsert_listing(first.point())
     await store.upsert_listing(first.point())  # a redelivered event
-    second = Listing("L1", unit(rng, 1), "art/prints", 20.0, "S2")
+    second = Listing("L1", unit(rng, 1), "art/prints", 20.0, "S2", extra={"version": 2})
     await store.upsert_listing(second.point())
 
     assert await store.count() == 1
@@ -314,6 +317,265 @@ async def test_count_with_and_without_filters(store: VectorStore, catalog: list[
     assert await store.count(SearchFilters(shop_id="S2")) == sum(
         1 for i in active if i.shop_id == "S2"
     )
+
+
+# -- versions and tombstones ---------------------------------------------------------------------
+
+
+def versioned(item: Listing, version: int | None, **changes: Any) -> ListingPoint:
+    """The item's point at another version (None: written without one) with payload changes."""
+    payload = {**item.payload(), **changes}
+    if version is None:
+        del payload["version"]
+    else:
+        payload["version"] = version
+    return ListingPoint(item.listing_id, item.vectors.tolist(), payload)
+
+
+async def live_ids(store: VectorStore, query: Matrix) -> set[str]:
+    found = set(ids(await store.search(query.tolist(), 100, SearchFilters(only_active=False))))
+    return found | set(ids(await store.search(query.tolist(), 100)))
+
+
+async def test_an_older_or_equal_version_changes_nothing(store: VectorStore) -> None:
+    rng = np.random.default_rng(30)
+    item = Listing("L1", unit(rng, 2), "home/decor", 10.0, "S1")
+    await store.upsert_listing(versioned(item, 5, title="v5"))
+    await store.upsert_listing(versioned(item, 4, title="v4", price=1.0))
+    await store.upsert_listing(versioned(item, 5, title="v5 again"))
+    other = ListingPoint("L1", unit(rng, 1).tolist(), {**item.payload(), "version": 3})
+    await store.upsert_listing(other)
+
+    got = await store.get("L1", with_vectors=True)
+    assert got is not None
+    assert (got.version, got.payload["title"], got.payload["price"]) == (5, "v5", 10.0)
+    np.testing.assert_allclose(np.array(got.vectors), item.vectors, atol=1e-5)
+    assert await store.count(SearchFilters(price_max=2.0)) == 0
+
+    await store.upsert_listing(versioned(item, 6, title="v6"))
+    got = await store.get("L1")
+    assert got is not None
+    assert (got.version, got.payload["title"]) == (6, "v6")
+
+
+async def test_unversioned_writes_apply_and_legacy_points_take_any_version(
+    store: VectorStore,
+) -> None:
+    rng = np.random.default_rng(31)
+    item = Listing("L1", unit(rng, 1), "home/decor", 10.0, "S1")
+    await store.upsert_listing(versioned(item, 9, title="v9"))
+    # Benches and the eval harness write without versions: those writes are unconditional.
+    await store.upsert_listing(versioned(item, None, title="legacy"))
+    got = await store.get("L1")
+    assert got is not None
+    assert (got.version, got.payload["title"]) == (None, "legacy")
+    # A point without a version is older than any versioned write.
+    await store.upsert_listing(versioned(item, 0, title="v0"))
+    got = await store.get("L1")
+    assert got is not None
+    assert (got.version, got.payload["title"]) == (0, "v0")
+
+
+async def test_a_tombstone_hides_the_listing_and_stops_older_writes(
+    store: VectorStore, catalog: list[Listing]
+) -> None:
+    target = next(i for i in catalog if i.state == "active" and len(i.vectors) == 2)
+    query = target.vectors[:1]
+    assert target.listing_id in await live_ids(store, query)
+
+    await store.tombstone(target.listing_id, 5, "sold_out")
+
+    stone = await store.get(target.listing_id, with_vectors=True)
+    assert stone is not None
+    assert stone.tombstone
+    assert stone.version == 5
+    assert stone.vectors == []
+    assert set(stone.payload) == {"listing_id", "version", "state", "tombstone", "tombstoned_at"}
+    assert stone.payload["state"] == "sold_out"
+    assert isinstance(stone.payload["tombstoned_at"], float)
+
+    async def gone() -> None:
+        assert target.listing_id not in await live_ids(store, query)
+        assert await store.count() == len(catalog) - 1
+        assert await store.count(SearchFilters(only_active=False)) == len(catalog) - 1
+        with pytest.raises(ListingNotFound):
+            await store.similar(target.listing_id, 5)
+        others = await store.similar(catalog[0].listing_id, 100, SearchFilters(only_active=False))
+        assert target.listing_id not in ids(others)
+        got = await store.get(target.listing_id)
+        assert got is not None
+        assert got.tombstone
+        assert got.version == 5
+
+    await gone()
+    # Older events arriving late, redelivered ones, payload updates: none brings it back.
+    await store.upsert_listing(versioned(target, 4))
+    await store.upsert_listing(versioned(target, 5))
+    await store.set_payload(target.listing_id, {"state": "active", "version": 7})
+    await store.set_payload(target.listing_id, {"state": "active"})
+    await gone()
+    # An older tombstone does not replace a newer one.
+    await store.tombstone(target.listing_id, 3, "deleted")
+    await gone()
+    stone = await store.get(target.listing_id)
+    assert stone is not None
+    assert stone.payload["state"] == "sold_out"
+
+    # A newer upsert revives it, with its vectors.
+    await store.upsert_listing(versioned(target, 6, title="back"))
+    back = await store.get(target.listing_id, with_vectors=True)
+    assert back is not None
+    assert not back.tombstone
+    assert (back.version, back.payload["title"]) == (6, "back")
+    np.testing.assert_allclose(np.array(back.vectors), target.vectors, atol=1e-5)
+    assert target.listing_id in await live_ids(store, query)
+    assert await store.count() == len(catalog)
+    assert target.listing_id not in ids(await store.similar(target.listing_id, 100))
+
+
+async def test_a_tombstone_of_an_older_version_leaves_the_listing(
+    store: VectorStore, catalog: list[Listing]
+) -> None:
+    target = next(i for i in catalog if i.state == "active")
+    await store.upsert_listing(versioned(target, 4))
+    await store.tombstone(target.listing_id, 4, "deleted")
+    await store.tombstone(target.listing_id, 2, "deleted")
+    got = await store.get(target.listing_id)
+    assert got is not None
+    assert not got.tombstone
+    assert got.version == 4
+    assert await store.count() == len(catalog)
+
+
+async def test_a_tombstone_of_an_absent_listing_stops_older_upserts(store: VectorStore) -> None:
+    rng = np.random.default_rng(32)
+    item = Listing("L1", unit(rng, 1), "home/decor", 10.0, "S1")
+    # A deletion that overtook the listing's creation.
+    await store.tombstone("L1", 3, "deleted")
+    await store.upsert_listing(versioned(item, 2))
+    got = await store.get("L1")
+    assert got is not None
+    assert got.tombstone
+    assert got.version == 3
+    assert await store.count() == 0
+    assert await store.search(item.vectors.tolist(), 5, SearchFilters(only_active=False)) == []
+
+
+async def test_set_payload_applies_only_a_newer_version(store: VectorStore) -> None:
+    rng = np.random.default_rng(33)
+    item = Listing("L1", unit(rng, 1), "home/decor", 10.0, "S1")
+    await store.upsert_listing(versioned(item, 2, title="v2"))
+
+    await store.set_payload("L1", {"title": "v1", "version": 1})
+    await store.set_payload("L1", {"title": "v2 again", "version": 2})
+    got = await store.get("L1")
+    assert got is not None
+    assert (got.version, got.payload["title"]) == (2, "v2")
+
+    await store.set_payload("L1", {"title": "v3", "price": 50.0, "version": 3})
+    got = await store.get("L1", with_vectors=True)
+    assert got is not None
+    assert (got.version, got.payload["title"], got.payload["price"]) == (3, "v3", 50.0)
+    np.testing.assert_allclose(np.array(got.vectors), item.vectors, atol=1e-5)
+
+    await store.set_payload("absent", {"title": "x", "version": 1})
+    assert await store.get("absent") is None
+
+
+async def test_purge_tombstones_deletes_only_old_tombstones(
+    store: VectorStore, catalog: list[Listing]
+) -> None:
+    old, recent = catalog[:2], catalog[2]
+    for item in old:
+        await store.tombstone(item.listing_id, 5, "deleted")
+    await asyncio.sleep(0.02)
+    cutoff = time.time()
+    await asyncio.sleep(0.02)
+    await store.tombstone(recent.listing_id, 5, "inactive")
+
+    assert await store.purge_tombstones(cutoff) == 2
+    for item in old:
+        assert await store.get(item.listing_id) is None
+    kept = await store.get(recent.listing_id)
+    assert kept is not None
+    assert kept.tombstone
+    assert await store.count() == len(catalog) - 3
+    assert await store.purge_tombstones(cutoff) == 0
+
+    assert await store.purge_tombstones(time.time() + 1) == 1
+    assert await store.get(recent.listing_id) is None
+    assert await store.count() == len(catalog) - 3
+    # Once purged, the version is forgotten: any upsert applies again.
+    await store.upsert_listing(versioned(old[0], 1))
+    assert await store.get(old[0].listing_id) is not None
+
+
+async def test_scroll_shows_tombstones_only_when_asked(
+    store: VectorStore, catalog: list[Listing]
+) -> None:
+    stoned = {catalog[3].listing_id, catalog[4].listing_id}
+    for listing_id in stoned:
+        await store.tombstone(listing_id, 2, "deleted")
+
+    live = [s async for s in store.scroll(page_size=7)]
+    assert {s.listing_id for s in live} == {i.listing_id for i in catalog} - stoned
+    assert not any(s.tombstone for s in live)
+
+    every = [s async for s in store.scroll(with_vectors=True, page_size=7, include_tombstones=True)]
+    assert {s.listing_id for s in every} == {i.listing_id for i in catalog}
+    assert {s.listing_id for s in every if s.tombstone} == stoned
+    assert all(s.vectors == [] for s in every if s.tombstone)
+    assert all(s.vectors != [] for s in every if not s.tombstone)
+
+
+async def test_only_tombstone_writes_a_tombstone_field(store: VectorStore) -> None:
+    rng = np.random.default_rng(34)
+    item = Listing("L1", unit(rng, 1), "home/decor", 10.0, "S1")
+    with pytest.raises(ValueError, match="tombstone"):
+        await store.upsert_listing(versioned(item, 1, tombstone=True))
+    await store.upsert_listing(versioned(item, 1))
+    with pytest.raises(ValueError, match="tombstone"):
+        await store.set_payload("L1", {"tombstone": False})
+    got = await store.get("L1")
+    assert got is not None
+    assert not got.tombstone
+
+
+async def test_tombstones_written_during_optimize_survive_it_and_a_reopen(
+    backend: Backend, catalog: list[Listing], store: VectorStore
+) -> None:
+    target, revived = catalog[1], catalog[5]
+    await store.tombstone(revived.listing_id, 2, "deleted")
+    optimizing = asyncio.create_task(store.optimize())
+    await build_started(backend)
+    await store.tombstone(target.listing_id, 9, "deleted")
+    await store.upsert_listing(versioned(target, 8))
+    await store.upsert_listing(versioned(revived, 3, title="revived"))
+    await store.set_payload(catalog[6].listing_id, {"title": "stale", "version": 1})
+    await optimizing
+
+    async def check(s: VectorStore) -> None:
+        stone = await s.get(target.listing_id)
+        assert stone is not None
+        assert stone.tombstone
+        assert stone.version == 9
+        back = await s.get(revived.listing_id)
+        assert back is not None
+        assert (back.tombstone, back.payload["title"]) == (False, "revived")
+        unchanged = await s.get(catalog[6].listing_id)
+        assert unchanged is not None
+        assert unchanged.payload["title"] == f"title of {catalog[6].listing_id}"
+        assert await s.count() == len(catalog) - 1
+        assert target.listing_id not in await live_ids(s, target.vectors)
+
+    await check(store)
+    await store.close()
+    reopened = backend.open()
+    await reopened.ensure_collection()
+    try:
+        await check(reopened)
+    finally:
+        await reopened.close()
 
 
 # -- search --------------------------------------------------------------------------------------
@@ -582,6 +844,31 @@ async def test_edge_data_persists_across_close_and_reopen(tmp_path: Path) -> Non
     hits = await reopened.search(items[4].vectors.tolist(), 1, SearchFilters(only_active=False))
     assert ids(hits) == ["L004"]
     await reopened.close()
+
+
+async def test_edge_indexes_version_fields_also_in_an_older_collection(tmp_path: Path) -> None:
+    settings = edge_settings(tmp_path)
+    store = open_store(settings, "m1", DIM)
+    await store.ensure_collection()
+    await store.close()
+    path = str(tmp_path / "index" / "listings__m1")
+    new_fields = {"version", "tombstone", "tombstoned_at"}
+    shard = qe.EdgeShard.load(path)
+    assert set(PAYLOAD_INDEXES) <= set(shard.info().payload_schema)
+    # A collection made before versions lived in the store: its indexes are added on open.
+    for name in new_fields:
+        shard.update(qe.UpdateOperation.delete_field_index(name))
+    assert not new_fields & set(shard.info().payload_schema)
+    shard.close()
+
+    reopened = open_store(settings, "m1", DIM)
+    await reopened.ensure_collection()
+    await reopened.close()
+    shard = qe.EdgeShard.load(path)
+    try:
+        assert set(PAYLOAD_INDEXES) <= set(shard.info().payload_schema)
+    finally:
+        shard.close()
 
 
 async def test_edge_refuses_a_second_opener_of_one_shard(tmp_path: Path) -> None:
