@@ -10,7 +10,7 @@ TOOLS_STAMP := $(TOOLS_VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install chromium tools test lint demo bench quality clean
+.PHONY: install chromium tools test test-fast lint demo bench quality clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,10 @@ lint: $(STAMP)
 
 test: lint chromium tools
 	$(BIN)/pytest
+
+# The inner loop: everything but the tests marked slow (real model, real broker).
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.embed

@@ -25,7 +25,6 @@ from models.events import ImageRef, ListingUpserted, Price
 from models.images import ImageLimits, decode_image
 from models.settings import BrokerSettings, FetchSettings, ModelSettings, StoreSettings
 from models.store.types import ListingPoint, VectorStore
-from stream.app import changelog_topic
 from stream.broker import DevBroker
 from stream.logs import configure_logging
 from stream.metrics import OUTCOMES, WorkerMetrics
@@ -139,8 +138,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             stream=StreamSettings(
                 group_id="bench-indexer",
                 data_dir=str(Path(tmp) / "worker"),
-                take_batch_size=args.take,
-                take_within_s=args.within,
+                max_in_flight=args.in_flight,
                 decode_threads=args.decode_threads,
             ),
             broker=BrokerSettings(broker=broker.bootstrap, topic_partitions=args.partitions),
@@ -152,7 +150,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             {
                 settings.broker.topic: args.partitions,
                 settings.broker.dlq_topic: 1,
-                changelog_topic(settings): args.partitions,
+                settings.broker.retry_topic: 1,
             }
         )
         # Not owned by the worker: its metrics are read after it stopped, then closed here.
@@ -173,7 +171,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     return ev.occurred_at.timestamp()
 
                 # Warm-up: the group joined, every stage ran once.
-                for i in range(args.take):
+                for i in range(min(args.in_flight, 32)):
                     publish(f"warm-{i}")
                 publisher.flush()
                 await wait_handled(resources.metrics, sent, 120)
@@ -220,8 +218,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result.update(
         {
             "settings": {
-                "take": args.take,
-                "within_s": args.within,
+                "in_flight": args.in_flight,
                 "partitions": args.partitions,
                 "decode_threads": args.decode_threads,
                 "embed_batch": best_batch,
@@ -266,8 +263,9 @@ def main() -> None:
     parser.add_argument("--listings", type=int, default=400, help="catalog size at full speed")
     parser.add_argument("--rate", type=float, default=None, help="fixed rate (default: half)")
     parser.add_argument("--fixed-seconds", type=float, default=15.0)
-    parser.add_argument("--take", type=int, default=32, help="events per stream.take()")
-    parser.add_argument("--within", type=float, default=0.05, help="take() wait when idle (s)")
+    parser.add_argument(
+        "--in-flight", type=int, default=256, help="events processed at once (max_in_flight)"
+    )
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--decode-threads", type=int, default=2)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

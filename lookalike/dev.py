@@ -164,11 +164,19 @@ async def _indexed(store: VectorStore, expected: Mapping[str, int]) -> int:
     """How many listings are stored at (at least) the version they were published with."""
     done = 0
     async for listing in store.scroll():
-        version = listing.payload.get("version")
         want = expected.get(listing.listing_id)
-        if want is not None and isinstance(version, int) and version >= want:
+        if want is not None and listing.version is not None and listing.version >= want:
             done += 1
     return done
+
+
+async def _deleted(store: VectorStore) -> set[str]:
+    """Listings a previous run deleted (their tombstones): the demo does not bring them back."""
+    return {
+        listing.listing_id
+        async for listing in store.scroll(include_tombstones=True)
+        if listing.tombstone
+    }
 
 
 async def _publish(
@@ -185,9 +193,11 @@ async def run_demo(
     catalog: DemoCatalog, photos_url: str, bootstrap: str, topic: str, store: VectorStore
 ) -> None:
     """Publish the catalog, show indexing progress, then publish a few live edits."""
-    # Newer than anything a previous run published, so a persistent broker or index re-applies it.
+    # Newer than anything a previous run published, so a persistent broker or index re-applies it
+    # (the photo server's address changes between runs); what a run deleted stays deleted.
     version = time.time_ns() // 1_000_000
-    upserts = catalog.upserts(photos_url, version)
+    deleted = await _deleted(store)
+    upserts = [e for e in catalog.upserts(photos_url, version) if e.listing_id not in deleted]
     await _publish(bootstrap, topic, list(upserts))
     log.info("demo_published", listings=len(upserts), version=version)
     expected = {event.listing_id: version for event in upserts}
@@ -198,7 +208,7 @@ async def run_demo(
             await asyncio.sleep(0.5)
         bar.update(done - bar.n)
     log.info("demo_indexed", listings=len(expected), seconds=round(time.monotonic() - started, 1))
-    edits = catalog.edit_events(photos_url, version + 1)
+    edits = [e for e in catalog.edit_events(photos_url, version + 1) if e.listing_id not in deleted]
     if edits:
         await _publish(bootstrap, topic, edits)
         log.info(

@@ -79,4 +79,6 @@ class BrokerSettings(BaseSettings):
     broker: str = "localhost:9092"
     topic: str = "listings"
     dlq_topic: str = "listings.dlq"
+    # Listings whose photos failed only transiently wait here for another try.
+    retry_topic: str = "listings.retry"
     topic_partitions: int = Field(default=4, ge=1)

@@ -1,97 +1,28 @@
-"""The indexer's Faust app: agent index_listings, the version-guard table, the optimize timer."""
+"""The indexer's Faust app: agents index_listings and retry_listings, and the upkeep timers."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import weakref
-from collections.abc import Awaitable, Callable
+import time
+from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
 import structlog
-from faust.streams import _current_event
 from mode.types.signals import BaseSignalT
 
-from stream.batching import Batcher
-from stream.indexer import Applied, Incoming, ListingIndexer, Prepared
+from stream.adapters import TopicDeadLetters, TopicRetries, incoming
+from stream.indexer import ListingIndexer
+from stream.lanes import Lanes
+from stream.maintenance import Maintenance
 from stream.offsets import HoleWatch, InOrder, guard_commits
 from stream.resources import WorkerResources
 from stream.settings import WorkerSettings
 
 log = structlog.get_logger("stream.app")
 
-VERSIONS_TABLE = "listing_versions"
-
-
-def changelog_topic(settings: WorkerSettings) -> str:
-    """The changelog topic of the version table (create it with the listings topic's partitions)."""
-    return f"{settings.stream.group_id}-{VERSIONS_TABLE}-changelog"
-
-
-class TableGuard:
-    """The version guard on a changelog-backed Faust table: listing_id -> JSON version/deleted."""
-
-    def __init__(self, table: faust.types.TableT[str, bytes]) -> None:
-        self._table = table
-
-    def last(self, listing_id: str) -> Applied | None:
-        raw = self._table.get(listing_id)
-        if raw is None:
-            return None
-        entry = json.loads(raw)
-        return Applied(version=int(entry["version"]), deleted=bool(entry["deleted"]))
-
-    def record(self, listing_id: str, applied: Applied, message: Incoming) -> None:
-        # Faust picks the changelog partition from the event being processed; batches are handled
-        # outside the stream's own iteration, so point it at this message's event explicitly.
-        token = _current_event.set(weakref.ref(message.handle))
-        try:
-            entry = {"version": applied.version, "deleted": applied.deleted}
-            self._table[listing_id] = json.dumps(entry).encode()
-        finally:
-            _current_event.reset(token)
-
-
-class TopicDeadLetters:
-    """Dead letters on a Faust topic: original key and value bytes, headers say why and where."""
-
-    def __init__(self, topic: faust.TopicT) -> None:
-        self._topic = topic
-
-    async def send(
-        self, message: Incoming, reason: str, stage: str, attempts: int, detail: str
-    ) -> None:
-        headers = [
-            *[(k, v) for k, v in message.headers if not k.startswith("dlq.")],
-            ("dlq.reason", reason.encode()),
-            ("dlq.stage", stage.encode()),
-            ("dlq.attempts", str(attempts).encode()),
-            ("dlq.detail", detail[:2000].encode()),
-            ("dlq.topic", message.topic.encode()),
-            ("dlq.partition", str(message.partition).encode()),
-            ("dlq.offset", str(message.offset).encode()),
-        ]
-        sent = await self._topic.send(key=message.key, value=message.value, headers=headers)
-        await sent
-
-
-def _incoming(event: faust.EventT[bytes]) -> Incoming:
-    msg = event.message
-    headers = msg.headers
-    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
-    return Incoming(
-        key=msg.key,
-        value=msg.value if msg.value is not None else b"",
-        headers=[(str(k), v.encode() if isinstance(v, str) else bytes(v or b"")) for k, v in pairs],
-        topic=msg.topic,
-        partition=msg.partition,
-        offset=msg.offset,
-        handle=event,
-    )
-
-
-ResourcesFactory = Callable[[faust.App], Awaitable[WorkerResources]]
+# A retried event due later than this is held no longer (its delay header is not trusted blindly).
+MAX_RETRY_WAIT_S = 3600.0
 
 
 def create_app(
@@ -123,17 +54,9 @@ def create_app(
         **faust_options,
     )
     listings = app.topic(b.topic, key_type=bytes, value_type=bytes, partitions=b.topic_partitions)
+    retry = app.topic(b.retry_topic, key_type=bytes, value_type=bytes, partitions=1)
     dlq = app.topic(b.dlq_topic, key_type=bytes, value_type=bytes, partitions=1)
-    versions = app.Table(
-        VERSIONS_TABLE,
-        default=None,
-        partitions=b.topic_partitions,
-        key_type=str,
-        value_type=bytes,
-    )
-    guard = TableGuard(versions)
-    dead_letters = TopicDeadLetters(dlq)
-    holder = _Holder(settings, resources, guard, dead_letters)
+    runtime = _Runtime(app, settings, resources, TopicDeadLetters(dlq), TopicRetries(retry))
     # Events are applied in log order and none is skipped, whatever faust's consumer does.
     in_order = InOrder(app)
     hole_watch = HoleWatch(app, b.topic, in_order)
@@ -141,36 +64,28 @@ def create_app(
     @app.task  # type: ignore[untyped-decorator]
     async def load_resources() -> None:
         # Loading the model overlaps the consumer group join.
-        await holder.get()
+        await runtime.get()
 
     @app.agent(listings, name="index_listings")
     async def index_listings(stream: faust.StreamT[bytes]) -> None:
-        indexer = await holder.get()
-        pipeline = _Pipeline(app)
-
-        async def handle(events: list[faust.EventT[bytes]]) -> None:
-            batch = [_incoming(e) for e in events]
-            log.debug("batch_taken", offsets=sorted((m.partition, m.offset) for m in batch))
-            prepared = await indexer.prepare(batch, pipeline.barrier)
-            await pipeline.drain()
-            pipeline.submit(prepared, _finish_and_ack(app, stream, indexer, prepared, events))
-
-        # Batching is done here rather than with Stream.take(): events are acked one by one by
-        # _finish_and_ack, only once the store acknowledged their writes.
-        batcher: Batcher[faust.EventT[bytes]] = Batcher(s.take_batch_size, s.take_within_s, handle)
-        flusher = asyncio.ensure_future(batcher.flush_when_idle())
-        flusher.add_done_callback(pipeline.crash_on_error)
-        # Events read while Faust is still seeking the partitions after table recovery can be
-        # skipped (and acked) by Faust itself; start reading once the worker is ready.
+        running = await runtime.get()
+        # Events read while Faust is still seeking the partitions after recovery can be skipped
+        # (and acked) by Faust itself; start reading once the worker is ready.
         await cast(Any, app.tables).recovery.completed.wait()
         guard_commits(app.consumer)
-        try:
-            async for event in cast(faust.Stream[bytes], stream).noack().events():
-                if await in_order.admit(event):
-                    await batcher.add(event)
-        finally:
-            flusher.cancel()
-            await pipeline.drain()
+        async for event in cast(faust.Stream[bytes], stream).noack().events():
+            if await in_order.admit(event):
+                await running.submit(stream, event)
+
+    @app.agent(retry, name="retry_listings")
+    async def retry_listings(stream: faust.StreamT[bytes]) -> None:
+        running = await runtime.get()
+        async for event in cast(faust.Stream[bytes], stream).noack().events():
+            # The retry topic is in due order: one delay per round, written as events failed.
+            wait = min(incoming(event).due - time.time(), MAX_RETRY_WAIT_S)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await running.submit(stream, event)
 
     @app.timer(interval=s.hole_check_every_s)  # type: ignore[untyped-decorator]
     async def refetch_dropped_events() -> None:
@@ -178,107 +93,93 @@ def create_app(
 
     @app.timer(interval=s.optimize_check_every_s)  # type: ignore[untyped-decorator]
     async def optimize_when_idle() -> None:
-        indexer = holder.ready
-        if indexer is not None:
-            await indexer.maybe_optimize(s.optimize_after_writes, s.optimize_idle_s)
+        if runtime.ready is not None:
+            await runtime.ready.maintenance.optimize_when_idle(
+                s.optimize_after_writes, s.optimize_idle_s
+            )
+
+    @app.timer(interval=s.purge_every_s)  # type: ignore[untyped-decorator]
+    async def purge_tombstones() -> None:
+        if runtime.ready is not None:
+            await runtime.ready.maintenance.purge_tombstones(s.tombstone_retention_days)
 
     @app.on_before_shutdown.connect
     async def close_resources(
         sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
     ) -> None:
-        await holder.close()
+        await runtime.close()
 
-    app.lookalike = holder  # type: ignore[attr-defined]
     return app
 
 
-class _Pipeline:
-    """One batch is embedded and written while the next one is fetched and decoded, unless they
-    share a listing: then the next one waits, since the stored state decides what to fetch."""
+@dataclass
+class _Running:
+    """One process's indexer and the lanes its events run in."""
 
-    def __init__(self, app: faust.App) -> None:
-        self._app = app
-        self._crashing: asyncio.Future[None] | None = None
-        self._pending: asyncio.Task[None] | None = None
-        self._ids: set[str] = set()
+    indexer: ListingIndexer
+    lanes: Lanes
+    maintenance: Maintenance
 
-    async def barrier(self, ids: set[str]) -> None:
-        if ids & self._ids:
-            await self.drain()
+    async def submit(self, stream: faust.StreamT[bytes], event: faust.EventT[bytes]) -> None:
+        message = incoming(event)
+        # One lane per listing (the key is the listing id); a keyless event gets its own.
+        key: object = message.key if message.key is not None else object()
 
-    async def drain(self) -> None:
-        pending, self._pending = self._pending, None
-        self._ids = set()
-        if pending is not None:
-            await pending
+        async def work() -> None:
+            await self.indexer.handle(message)
+            # Acked only once the store (or the DLQ or retry topic) acknowledged the outcome.
+            await stream.ack(event)
 
-    def submit(self, prepared: Prepared, work: Awaitable[None]) -> None:
-        self._ids = prepared.listing_ids
-        self._pending = asyncio.ensure_future(work)
-        self._pending.add_done_callback(self.crash_on_error)
-
-    def crash_on_error(self, task: asyncio.Future[None]) -> None:
-        # A batch that could not be written stays unacked; the worker stops so that a restart
-        # (or another worker) gets those events again, rather than committing past them.
-        if task.cancelled() or task.exception() is None:
-            return
-        error = task.exception()
-        log.error("batch_failed", error=repr(error))
-        if isinstance(error, Exception):
-            self._crashing = asyncio.ensure_future(self._app.crash(error))
+        await self.lanes.submit(key, work)
 
 
-async def _finish_and_ack(
-    app: faust.App,
-    stream: faust.StreamT[bytes],
-    indexer: ListingIndexer,
-    prepared: Prepared,
-    events: list[Any],
-) -> None:
-    await indexer.finish(prepared)
-    # Table changelog records must be on the broker before the offsets that depend on them.
-    await app.producer.flush()
-    for event in events:
-        await stream.ack(event)
-    log.debug(
-        "batch_acked",
-        offsets=sorted((e.message.partition, e.message.offset) for e in events),
-    )
-
-
-class _Holder:
-    """Builds the worker's heavy resources once per process and shares them."""
+class _Runtime:
+    """Builds the worker's heavy resources once per process and shares them between agents."""
 
     def __init__(
         self,
+        app: faust.App,
         settings: WorkerSettings,
         resources: WorkerResources | None,
-        guard: TableGuard,
         dead_letters: TopicDeadLetters,
+        retries: TopicRetries,
     ) -> None:
+        self._app = app
         self._settings = settings
         self._resources = resources
-        self._guard = guard
         self._dead_letters = dead_letters
+        self._retries = retries
         self._lock = asyncio.Lock()
-        self.ready: ListingIndexer | None = None
+        self.ready: _Running | None = None
+        self._crashing: set[asyncio.Future[None]] = set()
 
-    @property
-    def resources(self) -> WorkerResources | None:
-        return self._resources
-
-    async def get(self) -> ListingIndexer:
+    async def get(self) -> _Running:
         async with self._lock:
             if self.ready is None:
                 if self._resources is None:
                     self._resources = await WorkerResources.open(self._settings)
-                self.ready = self._resources.indexer(self._guard, self._dead_letters)
+                resources = self._resources
+                indexer = resources.indexer(self._dead_letters, self._retries)
+                lanes = Lanes(self._settings.stream.max_in_flight, self._crash)
+                self.ready = _Running(indexer, lanes, Maintenance(resources.store, indexer))
             return self.ready
+
+    def _crash(self, error: BaseException) -> None:
+        # Every data fault is dead-lettered and every infrastructure fault retried, so this is a
+        # bug: stop with the event unacked, so that a restart (or another worker) gets it again.
+        log.error("event_handling_crashed", error=repr(error))
+        if isinstance(error, Exception):
+            crashing = asyncio.ensure_future(self._app.crash(error))
+            self._crashing.add(crashing)
+            crashing.add_done_callback(self._crashing.discard)
 
     async def close(self) -> None:
         async with self._lock:
             if self.ready is not None:
-                async with self.ready.store_lock:
-                    pass
-            if self._resources is not None and self._resources.owned:
-                await self._resources.close()
+                # In-flight events stay unacked: they are read again after the restart.
+                await self.ready.lanes.close()
+            if self._resources is not None:
+                if self._resources.owned:
+                    await self._resources.close()
+                else:
+                    await self._resources.stop()

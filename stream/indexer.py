@@ -1,15 +1,13 @@
-"""Turns batches of raw listing messages into index writes: parse, guard, fetch, embed, write."""
+"""Applies one listing event to the vector store: parse, guard by version, fetch, embed, write."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Executor
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import structlog
@@ -17,15 +15,21 @@ from PIL import Image
 
 from models.events import EventError, ListingDeleted, ListingUpserted, parse_event
 from models.fetch import FetchError
-from models.images import ImageError, ImageLimits, content_hash
-from models.network import Preprocessing
-from models.store.types import ListingPoint, VectorStore, category_prefixes
-from stream.metrics import WorkerMetrics
+from models.images import ImageError
+from models.payload import ListingPayload
+from models.photos import LoadedPhoto
+from models.store.types import ListingPoint, StoredListing
+from stream.metrics import Outcome, WorkerMetrics
+from stream.persist import Persistence
 
 log = structlog.get_logger("stream.indexer")
 
-T = TypeVar("T")
 ListingEvent = ListingUpserted | ListingDeleted
+Stage = Literal["parse", "guard", "fetch", "embed", "write"]
+
+# Headers of a message on the retry topic.
+ATTEMPT_HEADER = "retry.attempt"
+DUE_HEADER = "retry.due"
 
 
 @dataclass(frozen=True)
@@ -40,21 +44,44 @@ class Incoming:
     offset: int
     handle: Any = None
 
+    def header(self, name: str) -> bytes | None:
+        return next((v for k, v in self.headers if k == name), None)
 
-@dataclass(frozen=True)
-class Applied:
-    """The last version applied to a listing; deletions stay as tombstones so late events lose."""
+    @property
+    def attempt(self) -> int:
+        """Which try of this event this is: 1 on the listings topic, more on the retry topic."""
+        raw = self.header(ATTEMPT_HEADER)
+        try:
+            return max(int(raw or b"1"), 1)
+        except ValueError:
+            return 1
 
-    version: int
-    deleted: bool
+    @property
+    def due(self) -> float:
+        """When (unix seconds) a retried event may be tried again; 0 for a first try."""
+        raw = self.header(DUE_HEADER)
+        try:
+            return float(raw or b"0")
+        except ValueError:
+            return 0.0
 
 
-class VersionGuard(Protocol):
-    """Where the last applied version per listing is kept (a changelog-backed table)."""
+class ListingStore(Protocol):
+    """The store operations the indexer needs; every write is conditional on a newer version."""
 
-    def last(self, listing_id: str) -> Applied | None: ...
+    async def get(self, listing_id: str, with_vectors: bool = False) -> StoredListing | None: ...
 
-    def record(self, listing_id: str, applied: Applied, message: Incoming) -> None: ...
+    async def upsert_listing(self, point: ListingPoint) -> None: ...
+
+    async def set_payload(self, listing_id: str, payload: dict[str, Any]) -> None: ...
+
+    async def tombstone(self, listing_id: str, version: int, state: str) -> None: ...
+
+
+class PhotoLoader(Protocol):
+    """Fetch, hash and decode one photo (decoding skipped when its hash is known)."""
+
+    async def load(self, url: str, known: Container[str] = ()) -> LoadedPhoto: ...
 
 
 class DeadLetters(Protocol):
@@ -65,15 +92,25 @@ class DeadLetters(Protocol):
     ) -> None: ...
 
 
-class Fetcher(Protocol):
-    async def fetch(self, url: str) -> bytes: ...
+class Retries(Protocol):
+    """Sends a message to the retry topic, to be tried again (as `attempt`) not before `due`."""
+
+    async def send(self, message: Incoming, attempt: int, due: float, reason: str) -> None: ...
 
 
-class AsyncEmbedderLike(Protocol):
-    model_id: str
-    dim: int
+EmbedOne = Callable[[Image.Image], Awaitable[np.ndarray]]
 
-    async def embed(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+@dataclass(frozen=True)
+class IndexerPolicy:
+    """Deadlines and retry rounds of the indexer."""
+
+    # Every photo of a listing must be fetched and decoded within this, all together.
+    fetch_deadline_s: float = 15.0
+    # Rounds through the retry topic for a listing whose photos failed only transiently.
+    max_retries: int = 2
+    # Delay before the first retry round; doubles per round.
+    retry_delay_s: float = 10.0
 
 
 @dataclass
@@ -83,264 +120,190 @@ class _Photo:
     vector: list[float] | None = None
     image: Image.Image | None = None
     error: str | None = None
+    transient: bool = False
 
 
 @dataclass
-class _Upsert:
-    event: ListingUpserted
-    message: Incoming
+class _Progress:
+    stage: Stage = "parse"
     photos: list[_Photo] = field(default_factory=list)
-    payload_only: bool = False
-
-
-@dataclass
-class Prepared:
-    """A batch after parsing, guarding and fetching: what is left is embedding and writing."""
-
-    messages: list[Incoming]
-    deletes: list[tuple[ListingEvent, Incoming]] = field(default_factory=list)
-    upserts: list[_Upsert] = field(default_factory=list)
-
-    @property
-    def listing_ids(self) -> set[str]:
-        return {e.listing_id for e, _ in self.deletes} | {u.event.listing_id for u in self.upserts}
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
-def listing_payload(event: ListingUpserted, model_id: str) -> dict[str, Any]:
-    """The payload fields that come from the event alone (no image fields)."""
-    return {
-        "listing_id": event.listing_id,
-        "title": event.title,
-        "category": event.category,
-        "category_path": category_prefixes(event.category),
-        "price": float(event.price.amount),
-        "price_amount": str(event.price.amount),
-        "currency": event.price.currency,
-        "shop_id": event.shop_id,
-        "state": event.state,
-        "source_image_urls": event.image_urls,
-        "version": event.version,
-        "model_id": model_id,
-        "occurred_at": event.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "indexed_at": _now_iso(),
-    }
 
 
 class ListingIndexer:
-    """Applies batches of listing messages to a vector store, idempotently and in version order."""
+    """Applies listing events to a vector store, idempotently and in version order.
+
+    The store is the source of truth for versions: each point (tombstones of deleted and
+    non-active listings included) carries the version last applied, and every write is
+    conditional on being newer, so a redelivered, retried or raced older event changes nothing.
+    Any failure caused by an event's content ends on the dead-letter topic; infrastructure
+    failures (store, broker) are retried by `persist` until they pass."""
 
     def __init__(
         self,
         *,
-        store: VectorStore,
-        embedder: AsyncEmbedderLike,
-        fetcher: Fetcher,
-        guard: VersionGuard,
+        store: ListingStore,
+        embed: EmbedOne,
+        model_id: str,
+        photos: PhotoLoader,
         dead_letters: DeadLetters,
+        retries: Retries,
         metrics: WorkerMetrics,
-        decode_pool: Executor,
-        image_limits: ImageLimits,
-        preprocessing: Preprocessing,
-        fetch_attempts: int = 1,
-        store_retry_s: float = 60.0,
+        persist: Persistence,
+        policy: IndexerPolicy | None = None,
     ) -> None:
         self.store = store
-        self.embedder = embedder
-        self.fetcher = fetcher
-        self.guard = guard
+        self.embed = embed
+        self.model_id = model_id
+        self.photos = photos
         self.dead_letters = dead_letters
+        self.retries = retries
         self.metrics = metrics
-        self._decode_pool = decode_pool
-        self._limits = image_limits
-        self._preprocessing = preprocessing
-        self._fetch_attempts = fetch_attempts
-        self._store_retry_s = store_retry_s
-        # Store writes and optimize() never overlap.
-        self.store_lock = asyncio.Lock()
+        self.persist = persist
+        self.policy = policy or IndexerPolicy()
         self.writes_since_optimize = 0
         self.last_write_at = time.monotonic()
 
-    async def process(self, messages: Sequence[Incoming]) -> None:
-        """Apply one batch; returns once every message is written or dead-lettered (then ack)."""
-        await self.finish(await self.prepare(messages))
-
-    async def prepare(
-        self,
-        messages: Sequence[Incoming],
-        barrier: Callable[[set[str]], Awaitable[None]] | None = None,
-    ) -> Prepared:
-        """Parse, dead-letter the invalid, drop the stale, fetch and decode new photos.
-
-        `barrier` is awaited with the batch's listing ids before any applied state is read, so a
-        batch still being written that shares a listing can finish first."""
-        self.metrics.batch_events.observe(len(messages))
-        prepared = Prepared(messages=list(messages))
-        latest: dict[str, tuple[ListingEvent, Incoming]] = {}
-        for message in messages:
+    async def handle(self, message: Incoming) -> Outcome:
+        """Apply one message; returns once it is written, found stale, retried or dead-lettered."""
+        progress = _Progress()
+        try:
             try:
                 event = parse_event(message.value)
             except EventError as exc:
-                await self._dead_letter(message, exc.reason, "parse", 1, str(exc))
-                continue
-            # Every event carries the listing's full state: within a batch only the newest counts.
-            current = latest.get(event.listing_id)
-            if current is not None and current[0].version >= event.version:
-                self._stale(event, "superseded in batch")
-                continue
-            if current is not None:
-                self._stale(current[0], "superseded in batch")
-            latest[event.listing_id] = (event, message)
-
-        if barrier is not None and latest:
-            await barrier(set(latest))
-        for event, message in latest.values():
-            last = self.guard.last(event.listing_id)
-            if last is not None and last.version >= event.version:
-                self._stale(event, "not newer than applied", applied=last.version)
-                continue
-            if isinstance(event, ListingDeleted) or not event.searchable:
-                prepared.deletes.append((event, message))
-            else:
-                prepared.upserts.append(_Upsert(event=event, message=message))
-        await self._fetch_photos(prepared.upserts)
-        return prepared
-
-    async def finish(self, prepared: Prepared) -> None:
-        """Embed what is new, write every listing, record applied versions."""
-        upserts = []
-        for upsert in prepared.upserts:
-            ok = [p for p in upsert.photos if p.error is None]
-            if upsert.payload_only or ok:
-                upserts.append(upsert)
-                continue
-            reasons = sorted({p.error or "" for p in upsert.photos})
-            await self._dead_letter(
-                upsert.message,
-                "images_unavailable",
-                "fetch",
-                self._fetch_attempts,
-                f"no image of {upsert.event.listing_id} could be used: {', '.join(reasons)}",
+                return await self._dead_letter(message, exc.reason, "parse", str(exc))
+            return await self._apply(event, message, progress)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Whatever the event's data made fail, it must not stop the stream.
+            log.exception("event_failed", stage=progress.stage, offset=message.offset)
+            return await self._dead_letter(
+                message, "processing_failed", progress.stage, f"{type(exc).__name__}: {exc}"
             )
-        await self._embed(upserts)
-        async with self.store_lock:
-            for event, message in prepared.deletes:
-                if self._superseded(event):
-                    continue
-                await self._with_retry(functools.partial(self.store.delete, event.listing_id))
-                deleted = isinstance(event, ListingDeleted)
-                self._applied(event, message, deleted=deleted, outcome="deleted")
-            for upsert in upserts:
-                if not self._superseded(upsert.event):
-                    await self._write(upsert)
 
-    def _superseded(self, event: ListingEvent) -> bool:
-        # Checked again right before the write: an overlapping batch may have applied a newer one.
-        last = self.guard.last(event.listing_id)
-        if last is not None and last.version >= event.version:
-            self._stale(event, "not newer than applied", applied=last.version)
-            return True
-        return False
-
-    async def _fetch_photos(self, upserts: list[_Upsert]) -> None:
-        if not upserts:
-            return
-        stored_all = await asyncio.gather(
-            *(
-                self._with_retry(functools.partial(self.store.get, u.event.listing_id, True))
-                for u in upserts
-            )
+    async def _apply(self, event: ListingEvent, message: Incoming, progress: _Progress) -> Outcome:
+        progress.stage = "guard"
+        listing_id = event.listing_id
+        stored = await self.persist.call(
+            "store", lambda: self.store.get(listing_id, with_vectors=True)
         )
-        jobs: list[Awaitable[None]] = []
-        for upsert, stored in zip(upserts, stored_all, strict=True):
-            payload = stored.payload if stored is not None else {}
-            if (
-                stored is not None
-                and payload.get("source_image_urls") == upsert.event.image_urls
-                and payload.get("model_id") == self.embedder.model_id
-            ):
-                upsert.payload_only = True
-                continue
-            known: dict[str, list[float]] = {}
-            if stored is not None and payload.get("model_id") == self.embedder.model_id:
-                hashes = payload.get("image_hashes") or []
-                known = dict(zip(hashes, stored.vectors, strict=False))
-            for url in upsert.event.image_urls:
-                photo = _Photo(url=url)
-                upsert.photos.append(photo)
-                jobs.append(self._fetch_one(photo, known))
-        await asyncio.gather(*jobs)
+        if stored is not None and stored.version is not None and stored.version >= event.version:
+            return self._stale(event, stored.version)
+        if isinstance(event, ListingDeleted) or not event.searchable:
+            state = "deleted" if isinstance(event, ListingDeleted) else event.state
+            progress.stage = "write"
+            await self.persist.call(
+                "store", lambda: self.store.tombstone(listing_id, event.version, state)
+            )
+            return self._applied(event, "deleted")
+        live = stored if stored is not None and not stored.tombstone else None
+        current = live.payload if live is not None else {}
+        same_model = current.get("model_id") == self.model_id
+        if same_model and current.get("source_image_urls") == event.image_urls:
+            progress.stage = "write"
+            fields = ListingPayload.from_event(event, self.model_id).event_fields()
+            await self.persist.call("store", lambda: self.store.set_payload(listing_id, fields))
+            return self._applied(event, "payload_only")
 
-    async def _fetch_one(self, photo: _Photo, known: dict[str, list[float]]) -> None:
+        progress.stage = "fetch"
+        known = _known_vectors(live) if same_model else {}
+        photos = await self._load_photos(event, known, progress)
+        usable = [p for p in photos if p.error is None]
+        if not usable:
+            return await self._unavailable(event, message, photos)
+
+        progress.stage = "embed"
+        pending = [p for p in usable if p.image is not None]
+        if pending:
+            vectors = await asyncio.gather(*(self.embed(p.image) for p in pending if p.image))
+            for photo, vector in zip(pending, vectors, strict=True):
+                photo.vector = vector.astype(np.float32).tolist()
+                photo.image = None  # pixels are no longer needed: free them before the write
+
+        progress.stage = "write"
+        payload = ListingPayload.from_event(
+            event,
+            self.model_id,
+            image_urls=[p.url for p in usable],
+            image_hashes=[p.hash or "" for p in usable],
+        )
+        point = ListingPoint(
+            listing_id=listing_id,
+            vectors=[p.vector for p in usable if p.vector is not None],
+            payload=payload.to_store(),
+        )
+        await self.persist.call("store", lambda: self.store.upsert_listing(point))
+        return self._applied(event, "indexed", failed=len(photos) - len(usable))
+
+    async def _load_photos(
+        self, event: ListingUpserted, known: dict[str, list[float]], progress: _Progress
+    ) -> list[_Photo]:
+        photos = [_Photo(url=url) for url in event.image_urls]
+        progress.photos = photos
+        tasks = [asyncio.ensure_future(self._load_one(p, known)) for p in photos]
         try:
-            data = await self.fetcher.fetch(photo.url)
+            _, late = await asyncio.wait(tasks, timeout=self.policy.fetch_deadline_s)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        for photo, task in zip(photos, tasks, strict=True):
+            if task in late:
+                photo.error, photo.transient = "deadline", True
+                self.metrics.images_failed.labels("deadline").inc()
+            elif (error := task.exception()) is not None:
+                raise error
+        return photos
+
+    async def _load_one(self, photo: _Photo, known: dict[str, list[float]]) -> None:
+        try:
+            loaded = await self.photos.load(photo.url, known)
         except FetchError as exc:
-            photo.error = exc.reason
+            photo.error, photo.transient = exc.reason, exc.retryable
             self.metrics.images_failed.labels(exc.reason).inc()
             log.info("image_fetch_failed", url=photo.url, reason=exc.reason, error=str(exc))
             return
-        photo.hash = content_hash(data)
-        reused = known.get(photo.hash)
-        if reused is not None:
-            photo.vector = list(reused)
-            self.metrics.images_reused.inc()
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            photo.image = await loop.run_in_executor(
-                self._decode_pool, self._preprocessing.load, data, self._limits
-            )
         except ImageError as exc:
             photo.error = exc.code
             self.metrics.images_failed.labels(exc.code).inc()
             log.info("image_decode_failed", url=photo.url, reason=exc.code, error=str(exc))
             return
-        self.metrics.images_fetched.inc()
+        photo.hash = loaded.hash
+        if loaded.image is None:
+            photo.vector = list(known[loaded.hash])
+            self.metrics.images_reused.inc()
+        else:
+            photo.image = loaded.image
+            self.metrics.images_fetched.inc()
 
-    async def _embed(self, upserts: list[_Upsert]) -> None:
-        pending = [p for u in upserts for p in u.photos if p.image is not None]
-        self.metrics.batch_images.observe(len(pending))
-        if not pending:
-            return
-        vectors = await self.embedder.embed([p.image for p in pending if p.image is not None])
-        for photo, vector in zip(pending, vectors, strict=True):
-            photo.vector = vector.astype(np.float32).tolist()
-            # Pixels are no longer needed; free them before the write.
-            photo.image = None
+    async def _unavailable(
+        self, event: ListingUpserted, message: Incoming, photos: list[_Photo]
+    ) -> Outcome:
+        reasons = ", ".join(sorted({p.error or "" for p in photos}))
+        detail = f"no photo of {event.listing_id} could be used: {reasons}"
+        attempt = message.attempt
+        if all(p.transient for p in photos) and attempt <= self.policy.max_retries:
+            delay = self.policy.retry_delay_s * (2 ** (attempt - 1))
+            due = time.time() + delay
+            await self.persist.call(
+                "broker", lambda: self.retries.send(message, attempt + 1, due, detail)
+            )
+            self.metrics.count("retried")
+            log.info(
+                "event_retry_scheduled",
+                listing_id=event.listing_id,
+                version=event.version,
+                attempt=attempt + 1,
+                delay_s=delay,
+                detail=detail,
+            )
+            return "retried"
+        return await self._dead_letter(message, "images_unavailable", "fetch", detail)
 
-    async def _write(self, upsert: _Upsert) -> None:
-        event, model_id = upsert.event, self.embedder.model_id
-        payload = listing_payload(event, model_id)
-        if upsert.payload_only:
-            await self._with_retry(lambda: self.store.set_payload(event.listing_id, payload))
-            self._applied(event, upsert.message, deleted=False, outcome="payload_only")
-            return
-        used = [p for p in upsert.photos if p.vector is not None]
-        payload["image_urls"] = [p.url for p in used]
-        payload["image_hashes"] = [p.hash for p in used]
-        point = ListingPoint(
-            listing_id=event.listing_id,
-            vectors=[p.vector for p in used if p.vector is not None],
-            payload=payload,
-        )
-        await self._with_retry(lambda: self.store.upsert_listing(point))
-        failed = len(upsert.photos) - len(used)
-        self._applied(event, upsert.message, deleted=False, outcome="indexed", failed=failed)
-
-    def _applied(
-        self,
-        event: ListingEvent,
-        message: Incoming,
-        *,
-        deleted: bool,
-        outcome: Any,
-        failed: int = 0,
-    ) -> None:
-        # Recorded only after the store acknowledged: a crash before this line replays the event.
-        self.guard.record(event.listing_id, Applied(event.version, deleted), message)
+    def _applied(self, event: ListingEvent, outcome: Outcome, failed: int = 0) -> Outcome:
         self.metrics.count(outcome)
         lag = (datetime.now(UTC) - event.occurred_at).total_seconds()
         self.metrics.lag.observe(max(lag, 0.0))
@@ -353,53 +316,39 @@ class ListingIndexer:
             outcome=outcome,
             images_failed=failed,
         )
+        return outcome
 
-    def _stale(self, event: ListingEvent, why: str, applied: int | None = None) -> None:
+    def _stale(self, event: ListingEvent, applied: int) -> Outcome:
         self.metrics.count("stale")
         log.debug(
-            "event_stale",
-            listing_id=event.listing_id,
-            version=event.version,
-            why=why,
-            applied=applied,
+            "event_stale", listing_id=event.listing_id, version=event.version, applied=applied
         )
+        return "stale"
 
     async def _dead_letter(
-        self, message: Incoming, reason: str, stage: str, attempts: int, detail: str
-    ) -> None:
-        await self.dead_letters.send(message, reason, stage, attempts, detail)
+        self, message: Incoming, reason: str, stage: Stage, detail: str
+    ) -> Outcome:
+        attempts = message.attempt
+        await self.persist.call(
+            "broker", lambda: self.dead_letters.send(message, reason, stage, attempts, detail)
+        )
         self.metrics.count("dead_lettered")
         log.warning(
             "event_dead_lettered",
             reason=reason,
             stage=stage,
+            attempts=attempts,
+            topic=message.topic,
             partition=message.partition,
             offset=message.offset,
             detail=detail[:500],
         )
+        return "dead_lettered"
 
-    async def _with_retry(self, call: Callable[[], Awaitable[T]]) -> T:
-        deadline = time.monotonic() + self._store_retry_s
-        delay = 0.1
-        while True:
-            try:
-                return await call()
-            except Exception as exc:
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("store_write_retry", error=repr(exc), delay_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
-    async def maybe_optimize(self, after_writes: int, idle_s: float) -> bool:
-        """Build the store's search index once enough writes happened and the stream went quiet."""
-        if self.writes_since_optimize < after_writes:
-            return False
-        if time.monotonic() - self.last_write_at < idle_s:
-            return False
-        # Not under store_lock: the store keeps taking writes while it builds its indexes.
-        started = time.monotonic()
-        writes, self.writes_since_optimize = self.writes_since_optimize, 0
-        await self.store.optimize()
-        log.info("store_optimized", writes=writes, took_s=round(time.monotonic() - started, 3))
-        return True
+def _known_vectors(stored: StoredListing | None) -> dict[str, list[float]]:
+    """Content hash -> stored vector, so an unchanged photo is never embedded twice."""
+    if stored is None:
+        return {}
+    hashes = stored.payload.get("image_hashes") or []
+    return dict(zip(hashes, stored.vectors, strict=False))

@@ -7,8 +7,15 @@ from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-Outcome = Literal["indexed", "payload_only", "deleted", "stale", "dead_lettered"]
-OUTCOMES: tuple[Outcome, ...] = ("indexed", "payload_only", "deleted", "stale", "dead_lettered")
+Outcome = Literal["indexed", "payload_only", "deleted", "stale", "retried", "dead_lettered"]
+OUTCOMES: tuple[Outcome, ...] = (
+    "indexed",
+    "payload_only",
+    "deleted",
+    "stale",
+    "retried",
+    "dead_lettered",
+)
 
 
 @dataclass
@@ -42,15 +49,9 @@ class WorkerMetrics:
             "Images whose content was already embedded, reused without inference.",
             registry=self.registry,
         )
-        self.batch_events = Histogram(
-            "lookalike_indexer_batch_events",
-            "Events per batch taken from the stream.",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
-            registry=self.registry,
-        )
         self.batch_images = Histogram(
             "lookalike_indexer_batch_images",
-            "Images embedded per batch.",
+            "Photos embedded together in one forward pass.",
             buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
             registry=self.registry,
         )
@@ -60,6 +61,10 @@ class WorkerMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
             registry=self.registry,
         )
+
+    def observe_pass(self, photos: int, seconds: float) -> None:
+        """One forward pass of the worker's micro-batcher."""
+        self.batch_images.observe(photos)
 
     def count(self, outcome: Outcome, n: int = 1) -> None:
         self.events.labels(outcome).inc(n)

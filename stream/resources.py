@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
+import numpy as np
 import structlog
+from aiokafka.errors import KafkaError
+from PIL import Image
 
 from models.embedder import AsyncEmbedder
 from models.fetch import ImageFetcher
 from models.images import ImageLimits
+from models.microbatch import MicroBatcher
 from models.network import Preprocessing
-from models.store.types import VectorStore
-from stream.indexer import AsyncEmbedderLike, DeadLetters, Fetcher, ListingIndexer, VersionGuard
+from models.photos import PhotoPipeline
+from models.store.types import StoreError, VectorStore
+from stream.indexer import DeadLetters, IndexerPolicy, ListingIndexer, Retries
 from stream.metrics import WorkerMetrics
+from stream.persist import Persistence
 from stream.settings import WorkerSettings
 
 log = structlog.get_logger("stream.resources")
+
+
+class AsyncEmbedderLike(Protocol):
+    model_id: str
+    dim: int
+    streams: int
+
+    async def embed(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
 
 @dataclass
@@ -27,12 +43,13 @@ class WorkerResources:
     settings: WorkerSettings
     embedder: AsyncEmbedderLike
     store: VectorStore
-    fetcher: Fetcher
+    fetcher: ImageFetcher
     # Photos are decoded and fitted to the model's input in the decode threads.
     preprocessing: Preprocessing
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     owned: bool = True
     decode_pool: ThreadPoolExecutor | None = None
+    batcher: MicroBatcher | None = None
 
     @classmethod
     async def open(
@@ -70,31 +87,58 @@ class WorkerResources:
             owned=owned,
         )
 
-    def indexer(self, guard: VersionGuard, dead_letters: DeadLetters) -> ListingIndexer:
+    def indexer(self, dead_letters: DeadLetters, retries: Retries) -> ListingIndexer:
+        """The indexer over these resources; call it in the running loop (it starts a batcher)."""
+        s = self.settings.stream
         if self.decode_pool is None:
             self.decode_pool = ThreadPoolExecutor(
-                max_workers=self.settings.stream.decode_threads,
-                thread_name_prefix="lookalike-decode",
+                max_workers=s.decode_threads, thread_name_prefix="lookalike-decode"
             )
+        if self.batcher is None:
+            # Photos of listings processed side by side share forward passes.
+            self.batcher = MicroBatcher(
+                self.embedder.embed,
+                max_batch=self.settings.model.embed_batch_size,
+                max_wait_s=0.0,
+                on_pass=self.metrics.observe_pass,
+                concurrency=self.embedder.streams,
+            )
+            self.batcher.start()
+        photos = PhotoPipeline(
+            self.fetcher,
+            self.decode_pool,
+            self.preprocessing,
+            ImageLimits.from_settings(self.settings.images),
+        )
         return ListingIndexer(
             store=self.store,
-            embedder=self.embedder,
-            fetcher=self.fetcher,
-            guard=guard,
+            embed=self.batcher.embed,
+            model_id=self.embedder.model_id,
+            photos=photos,
             dead_letters=dead_letters,
+            retries=retries,
             metrics=self.metrics,
-            decode_pool=self.decode_pool,
-            image_limits=ImageLimits.from_settings(self.settings.images),
-            preprocessing=self.preprocessing,
-            fetch_attempts=self.settings.fetch.fetch_retries + 1,
-            store_retry_s=self.settings.stream.store_retry_s,
+            persist=Persistence(
+                infra_errors=(StoreError, KafkaError, OSError, TimeoutError),
+                max_delay_s=s.infra_backoff_max_s,
+            ),
+            policy=IndexerPolicy(
+                fetch_deadline_s=s.fetch_deadline_s,
+                max_retries=s.max_retries,
+                retry_delay_s=s.retry_delay_s,
+            ),
         )
 
+    async def stop(self) -> None:
+        """Stop what `indexer()` started (the batcher); the rest stays open."""
+        if self.batcher is not None:
+            await self.batcher.close()
+            self.batcher = None
+
     async def close(self) -> None:
-        """Close what this process opened: fetcher session, store, inference and decode threads."""
-        close_fetcher = getattr(self.fetcher, "close", None)
-        if close_fetcher is not None:
-            await close_fetcher()
+        """Close everything: batcher, fetcher session, store, inference and decode threads."""
+        await self.stop()
+        await self.fetcher.close()
         await self.store.close()
         close_embedder = getattr(self.embedder, "close", None)
         if close_embedder is not None:

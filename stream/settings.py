@@ -22,12 +22,23 @@ class StreamSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    # The Faust app id: also the consumer group id and the prefix of its table changelog topics.
+    # The Faust app id: also the consumer group id.
     group_id: str = "lookalike-indexer"
-    # Events taken from the stream at once; the embedder splits them by its own batch size.
-    take_batch_size: int = Field(default=32, ge=1, le=10_000)
-    # How long an idle stream waits to fill a batch before it processes what it has.
-    take_within_s: float = Field(default=0.05, gt=0)
+    # Events being processed at once (each listing in its own lane); the stream waits beyond it.
+    max_in_flight: int = Field(default=256, ge=1, le=100_000)
+    # Every photo of one listing must be fetched and decoded within this, all together.
+    fetch_deadline_s: float = Field(default=15.0, gt=0)
+    # Rounds through the retry topic for a listing whose photos failed only transiently
+    # (timeouts, 5xx, connection errors) before it goes to the dead-letter topic.
+    max_retries: int = Field(default=2, ge=0, le=20)
+    # Delay before the first retry round; it doubles each round.
+    retry_delay_s: float = Field(default=10.0, ge=0)
+    # Longest pause between two tries of an unreachable store or broker (retried forever).
+    infra_backoff_max_s: float = Field(default=5.0, gt=0)
+    # How long a deleted or non-active listing's tombstone keeps its version; an event older
+    # than the tombstone that arrives after it was purged would apply again.
+    tombstone_retention_days: float = Field(default=30.0, gt=0)
+    purge_every_s: float = Field(default=3600.0, gt=0)
     # Threads that decode images (Pillow releases the GIL while decoding).
     decode_threads: int = Field(default=2, ge=1, le=64)
     # Broker group timings: Tansu completes a JoinGroup only after the session timeout.
@@ -41,8 +52,6 @@ class StreamSettings(BaseSettings):
     optimize_check_every_s: float = Field(default=5.0, gt=0)
     # How often the worker looks for events Faust dropped around a rebalance (see stream.offsets).
     hole_check_every_s: float = Field(default=5.0, gt=0)
-    # How long a failed store write is retried before the worker gives up (and crashes unacked).
-    store_retry_s: float = Field(default=60.0, gt=0)
     # Faust's own web server: off by default, so workers never clash on port 6066.
     web_port: int | None = None
     # Where Faust keeps its local state (table directory).

@@ -6,7 +6,8 @@ import asyncio
 import io
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,11 +18,16 @@ import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 from PIL import Image
 
+from models.embedder import AsyncEmbedder, Embedder
 from models.events import ImageRef, ListingDeleted, ListingState, ListingUpserted, Price
 from models.settings import BrokerSettings, FetchSettings, ModelSettings, StoreSettings
-from stream.app import changelog_topic
+from models.store.types import VectorStore
 from stream.broker import DevBroker
+from stream.metrics import OUTCOMES, WorkerMetrics
+from stream.publisher import ListingPublisher
+from stream.resources import WorkerResources
 from stream.settings import StreamSettings, WorkerSettings
+from stream.worker import running_worker
 
 PARTITIONS = 2
 
@@ -69,19 +75,22 @@ class StreamTopics:
 
     listings: str
     dlq: str
+    retry: str
     group_id: str
 
 
 def fresh_topics() -> StreamTopics:
     tag = uuid.uuid4().hex[:8]
-    return StreamTopics(f"listings-{tag}", f"listings-{tag}.dlq", f"indexer-{tag}")
+    return StreamTopics(
+        f"listings-{tag}", f"listings-{tag}.dlq", f"listings-{tag}.retry", f"indexer-{tag}"
+    )
 
 
 def worker_settings(
     broker: DevBroker, topics: StreamTopics, data_dir: Path, **stream: Any
 ) -> WorkerSettings:
     """Settings for a worker on these topics, an Edge index under data_dir, loopback images allowed;
-    the topics (and the version table's changelog) are created here."""
+    the topics are created here."""
     settings = WorkerSettings(
         stream=StreamSettings(
             group_id=topics.group_id, data_dir=str(data_dir / "worker"), **stream
@@ -90,15 +99,14 @@ def worker_settings(
             broker=broker.bootstrap,
             topic=topics.listings,
             dlq_topic=topics.dlq,
+            retry_topic=topics.retry,
             topic_partitions=PARTITIONS,
         ),
         model=ModelSettings(device="cpu", embed_batch_size=4),
         fetch=FetchSettings(allow_private_image_hosts=True, fetch_retries=1, fetch_backoff_s=0.05),
         store=StoreSettings(index_path=data_dir / "index"),
     )
-    broker.create_topics(
-        {topics.listings: PARTITIONS, topics.dlq: 1, changelog_topic(settings): PARTITIONS}
-    )
+    broker.create_topics({topics.listings: PARTITIONS, topics.dlq: 1, topics.retry: 1})
     return settings
 
 
@@ -133,3 +141,71 @@ def read_topic(bootstrap: str, topic: str, n: int, timeout_s: float = 20.0) -> l
         return got
     finally:
         consumer.close()
+
+
+class Harness:
+    """A running worker with its store, metrics, publisher and a way to query by photo."""
+
+    def __init__(
+        self, settings: WorkerSettings, resources: WorkerResources, broker: DevBroker
+    ) -> None:
+        self.settings = settings
+        self.resources = resources
+        self.store: VectorStore = resources.store
+        self.metrics: WorkerMetrics = resources.metrics
+        self.publisher = ListingPublisher(broker.bootstrap, settings.broker.topic)
+        self.published = 0
+
+    def publish(self, *events: object) -> None:
+        for event in events:
+            self.publisher.publish(event)  # type: ignore[arg-type]
+            self.published += 1
+        self.publisher.flush()
+
+    def publish_raw(self, key: bytes | None, value: bytes) -> None:
+        self.publisher.publish_raw(key, value)
+        self.published += 1
+        self.publisher.flush()
+
+    def handled(self) -> int:
+        return int(sum(self.metrics.events_total(o) for o in OUTCOMES))
+
+    async def drained(self, timeout_s: float = 60.0) -> None:
+        """Every published event reached an outcome (written, skipped or dead-lettered)."""
+
+        async def done() -> bool:
+            return self.handled() >= self.published
+
+        await wait_until(done, timeout_s, f"{self.published} events handled")
+
+    async def top(self, photo: bytes) -> tuple[str, float] | None:
+        image = Image.open(io.BytesIO(photo)).convert("RGB")
+        vector = (await self.resources.embedder.embed([image]))[0].tolist()
+        hits = await self.store.search([vector], k=1)
+        return (hits[0].listing_id, hits[0].score) if hits else None
+
+
+@asynccontextmanager
+async def running_harness(
+    settings: WorkerSettings,
+    embedder: Embedder,
+    broker: DevBroker,
+    wrap_store: Callable[[VectorStore], VectorStore] | None = None,
+) -> AsyncIterator[Harness]:
+    """An in-process worker on `settings` around a loaded model; `wrap_store` may put a fault
+    injector between the indexer and the real store."""
+    resources = await WorkerResources.around(settings, AsyncEmbedder(embedder), owned=False)
+    real = resources.store
+    if wrap_store is not None:
+        resources.store = wrap_store(real)
+    try:
+        async with running_worker(settings, resources):
+            harness = Harness(settings, resources, broker)
+            harness.store = real
+            try:
+                yield harness
+            finally:
+                harness.publisher.close()
+    finally:
+        resources.store = real
+        await resources.close()

@@ -45,12 +45,12 @@ def worker_env(settings: WorkerSettings) -> dict[str, str]:
         **os.environ,
         "LOOKALIKE_GROUP_ID": s.group_id,
         "LOOKALIKE_DATA_DIR": s.data_dir,
-        "LOOKALIKE_TAKE_BATCH_SIZE": str(s.take_batch_size),
-        "LOOKALIKE_TAKE_WITHIN_S": str(s.take_within_s),
+        "LOOKALIKE_MAX_IN_FLIGHT": str(s.max_in_flight),
         "LOOKALIKE_COMMIT_INTERVAL_S": "0.5",
         "LOOKALIKE_BROKER": b.broker,
         "LOOKALIKE_TOPIC": b.topic,
         "LOOKALIKE_DLQ_TOPIC": b.dlq_topic,
+        "LOOKALIKE_RETRY_TOPIC": b.retry_topic,
         "LOOKALIKE_TOPIC_PARTITIONS": str(b.topic_partitions),
         "LOOKALIKE_INDEX_PATH": str(settings.store.index_path),
         "LOOKALIKE_DEVICE": "cpu",
@@ -109,7 +109,7 @@ def final_catalog(events: list[ListingUpserted | ListingDeleted]) -> dict[str, L
 async def test_sigkill_mid_stream_then_restart_converges_to_the_catalog(
     broker: DevBroker, image_server: ImageServer, tmp_path: Path
 ) -> None:
-    settings = worker_settings(broker, fresh_topics(), tmp_path, take_batch_size=4)
+    settings = worker_settings(broker, fresh_topics(), tmp_path, max_in_flight=4)
     # A small delay per image so the stream is still in flight when the worker is killed.
     url = {i: image_server.add(f"p/{i}.jpg", generated_photo(i), delay_s=0.05) for i in range(60)}
     n = 24
@@ -173,6 +173,7 @@ async def test_sigkill_mid_stream_then_restart_converges_to_the_catalog(
     await store.ensure_collection()
     try:
         stored = {s.listing_id: s async for s in store.scroll(with_vectors=True)}
+        tombstones = {s.listing_id: s async for s in store.scroll(include_tombstones=True)}
         assert set(stored) == set(expected)
         for lid, event in expected.items():
             payload = stored[lid].payload
@@ -180,6 +181,10 @@ async def test_sigkill_mid_stream_then_restart_converges_to_the_catalog(
             assert payload["price_amount"] == str(event.price.amount), lid
             assert payload["image_urls"] == event.image_urls, lid
             assert len(stored[lid].vectors) == len(event.image_urls), lid
+        # Every listing that is gone keeps its newest version as a tombstone.
+        for lid in set(tombstones) - set(expected):
+            assert tombstones[lid].tombstone, lid
+            assert tombstones[lid].version == max(e.version for e in events if e.listing_id == lid)
         # The vectors are the photos': each listing is found by its own current photo.
         for lid, event in list(expected.items())[:6]:
             image_index = int(event.image_urls[0].rsplit("/", 1)[1].split(".")[0])
