@@ -121,6 +121,27 @@ async def wait_until(
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
+def group_committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """partition -> the group's committed offset (negative when nothing was committed)."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        return {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=5)}
+    finally:
+        consumer.close()
+
+
+def group_caught_up(
+    bootstrap: str, group: str, topic: str, partitions: int, end_offsets: dict[int, int]
+) -> bool:
+    """The group committed every partition up to the end offsets the publisher was acknowledged
+    (Tansu under-reports high watermarks of batched writes): every event was handled and acked."""
+    committed = group_committed(bootstrap, group, topic, partitions)
+    return all(committed[p] >= end_offsets.get(p, 0) for p in committed)
+
+
 def read_topic(bootstrap: str, topic: str, n: int, timeout_s: float = 20.0) -> list[Any]:
     """The first n messages of a one-partition topic, read from the beginning without a group."""
     consumer = Consumer(

@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 
 from lookalike.demo import DemoCatalog, build_catalog
-from models.events import ListingDeleted
+from models.events import ListingDeleted, ListingUpserted
 from stream.broker import DevBroker, topic_partitions
 from stream.publisher import ListingPublisher
+from tests.stream_support import group_caught_up
 
 pytestmark = pytest.mark.slow
 
@@ -262,6 +263,83 @@ def test_ctrl_c_stops_everything_cleanly(stack: DevStack) -> None:
     log = stack.log()
     for event in ("worker_stopped", "store_closed", "broker_stopped"):
         assert f'"event": "{event}"' in log, log
+
+
+def _start_dev(data: Path, stderr_path: Path) -> DevStack:
+    env = {**os.environ, "LOOKALIKE_DEVICE": "cpu", "LOOKALIKE_EMBED_BATCH_SIZE": "4"}
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "lookalike", "dev", "--port", "0", "--data", str(data)),
+                *("--demo-size", str(DEMO_SIZE), "--demo-seed", "7"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+        )
+    lines = _read_announcements(process, STARTUP_S)
+    stack = DevStack(process, "", "", data, stderr_path)
+    if len(lines) != 2:
+        _ensure_stopped(process)
+        raise AssertionError(f"stdout: {lines!r}\n{stack.log()}")
+    stack.search_url = lines[0].removeprefix("search: ")
+    stack.broker = lines[1].removeprefix("broker: ")
+    return stack
+
+
+def test_a_restart_with_a_fresh_broker_over_the_old_index_changes_nothing_older(
+    stack: DevStack, catalog: DemoCatalog
+) -> None:
+    """The first stack is stopped (the test above); its broker and log are gone, its index is
+    not. The demo's deletions stay deleted, and events older than the index change nothing."""
+    assert stack.process.poll() is not None, "runs after the Ctrl-C test"
+    again = _start_dev(stack.data, stack.data / "stderr-2.log")
+    try:
+        base = again.search_url
+        _wait(lambda: '"event": "demo_edits_published"' in again.log(), 60, "the demo", again)
+        deleted = next(e.listing for e in catalog.edits if e.kind == "delete")
+        price_edit = next(e.listing for e in catalog.edits if e.kind == "price")
+        target = next(i for i in catalog.listings if i.listing_id not in catalog.edited_ids)
+        for gone in (deleted, target):
+            status, _ = _http(f"{base}v1/listings/{gone.listing_id}")
+            assert status == 404, (gone.listing_id, again.log())
+
+        # Old events, as a replayed or restarted producer would send them to the fresh broker.
+        url = f"http://127.0.0.1:1/{target.photos[0]}"
+        stale = [
+            ListingUpserted.model_validate(
+                {
+                    "listing_id": lid,
+                    "version": 1,
+                    "occurred_at": "2026-01-01T00:00:00Z",
+                    "state": "active",
+                    "title": "stale",
+                    "category": "home/kitchen/mugs",
+                    "price": {"amount": "0.01", "currency": "USD"},
+                    "shop_id": "S-stale",
+                    "images": [{"url": url}],
+                }
+            )
+            for lid in (deleted.listing_id, target.listing_id, price_edit.listing_id)
+        ]
+        with ListingPublisher(again.broker) as publisher:
+            publisher.publish_many(stale)
+        ends = publisher.end_offsets
+        partitions = topic_partitions(again.broker)["listings"]
+
+        def handled() -> bool:
+            return group_caught_up(again.broker, "lookalike-indexer", "listings", partitions, ends)
+
+        _wait(handled, 60, "the stale events to be handled", again)
+        for gone in (deleted, target):
+            status, _ = _http(f"{base}v1/listings/{gone.listing_id}")
+            assert status == 404, gone.listing_id
+        status, shown = _http(f"{base}v1/listings/{price_edit.listing_id}")
+        assert status == 200
+        assert shown["price"]["amount"] == str(price_edit.price)
+        assert shown["title"] == price_edit.title
+    finally:
+        _ensure_stopped(again.process)
 
 
 def test_dev_on_a_given_broker_without_demo(broker: DevBroker, tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from PIL import Image
 
 from models.embedder import Embedder
@@ -29,6 +28,8 @@ from tests.stream_support import (
     deletion,
     fresh_topics,
     generated_photo,
+    group_caught_up,
+    group_committed,
     listing,
     wait_until,
     worker_settings,
@@ -74,26 +75,13 @@ def start_worker(settings: WorkerSettings, log: IO[bytes]) -> subprocess.Popen[b
 
 
 def committed_offsets(settings: WorkerSettings) -> dict[int, int]:
-    """partition -> the group's committed offset (negative when nothing was committed)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.broker.broker,
-            "group.id": settings.stream.group_id,
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        tps = [TopicPartition(settings.broker.topic, p) for p in range(PARTITIONS)]
-        return {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=5)}
-    finally:
-        consumer.close()
+    b = settings.broker
+    return group_committed(b.broker, settings.stream.group_id, b.topic, PARTITIONS)
 
 
 def committed_all(settings: WorkerSettings, end_offsets: dict[int, int]) -> bool:
-    """The group committed every partition up to the end offsets the publisher was acknowledged
-    (Tansu under-reports high watermarks of batched writes): every event was handled and acked."""
-    committed = committed_offsets(settings)
-    return all(committed[p] >= end_offsets.get(p, 0) for p in committed)
+    b = settings.broker
+    return group_caught_up(b.broker, settings.stream.group_id, b.topic, PARTITIONS, end_offsets)
 
 
 def final_catalog(events: list[ListingUpserted | ListingDeleted]) -> dict[str, ListingUpserted]:
