@@ -108,16 +108,25 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
     from tqdm import tqdm
 
     from models.settings import BrokerSettings
+    from stream.broker import BrokerError, create_topics
     from stream.publisher import ListingPublisher
 
     broker = BrokerSettings()
     bootstrap = args.broker or broker.broker
+    topic = args.topic or broker.topic
     total = sum(1 for line in args.file.read_bytes().splitlines() if line.strip())
+    try:
+        # Publishers never create topics by accident (with the broker's partition count).
+        create_topics(bootstrap, {topic: broker.topic_partitions})
+    except (BrokerError, KafkaException) as exc:
+        print(f"publish: cannot reach the broker at {bootstrap}: {exc}", file=sys.stderr)
+        return 1
     with (
-        ListingPublisher(bootstrap, topic=args.topic or broker.topic) as publisher,
+        ListingPublisher(bootstrap, topic=topic) as publisher,
         tqdm(total=total, desc="publish", unit="event") as bar,
     ):
         try:

@@ -15,9 +15,10 @@ from stream.adapters import TopicDeadLetters, TopicRetries, incoming
 from stream.indexer import ListingIndexer
 from stream.lanes import Lanes
 from stream.maintenance import Maintenance
-from stream.offsets import HoleWatch, InOrder, guard_commits
+from stream.offsets import HoleWatch, InOrder, bound_shutdown, guard_commits
 from stream.resources import WorkerResources
 from stream.settings import WorkerSettings
+from stream.topics import restore_topics
 
 log = structlog.get_logger("stream.app")
 
@@ -73,6 +74,7 @@ def create_app(
         # (and acked) by Faust itself; start reading once the worker is ready.
         await cast(Any, app.tables).recovery.completed.wait()
         guard_commits(app.consumer)
+        bound_shutdown(app)
         async for event in cast(faust.Stream[bytes], stream).noack().events():
             if await in_order.admit(event):
                 await running.submit(stream, event)
@@ -90,6 +92,14 @@ def create_app(
     @app.timer(interval=s.hole_check_every_s)  # type: ignore[untyped-decorator]
     async def refetch_dropped_events() -> None:
         await hole_watch.check()
+
+    @app.timer(interval=s.hole_check_every_s)  # type: ignore[untyped-decorator]
+    async def recreate_lost_topics() -> None:
+        await asyncio.to_thread(restore_topics, settings)
+
+    @app.on_partitions_revoked.connect
+    async def forget_positions(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        in_order.reset()
 
     @app.timer(interval=s.optimize_check_every_s)  # type: ignore[untyped-decorator]
     async def optimize_when_idle() -> None:

@@ -49,24 +49,34 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def create_topics(
-    bootstrap: str, topics: Mapping[str, int], config: Mapping[str, str] | None = None
-) -> None:
-    """Create each topic with the partitions asked for; topics that already exist are left alone."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = set(admin.list_topics(timeout=10).topics)
+    bootstrap: str,
+    topics: Mapping[str, int],
+    config: Mapping[str, str] | None = None,
+    timeout_s: float = 10.0,
+) -> list[str]:
+    """Create each topic with the partitions asked for; topics that already exist are left alone.
+    Returns the names it created."""
+    admin = AdminClient(
+        {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout_s * 1000)}
+    )
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
     wanted = [
         NewTopic(name, num_partitions=n, replication_factor=1, config=dict(config or {}))
         for name, n in topics.items()
         if name not in existing
     ]
+    created: list[str] = []
     if not wanted:
-        return
-    for name, future in admin.create_topics(wanted, operation_timeout=10).items():
+        return created
+    futures = admin.create_topics(wanted, operation_timeout=timeout_s, request_timeout=timeout_s)
+    for name, future in futures.items():
         try:
-            future.result(timeout=15)
+            future.result(timeout=timeout_s * 1.5)
+            created.append(name)
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise BrokerError(f"could not create topic {name}: {exc}") from exc
+    return created
 
 
 def topic_partitions(bootstrap: str) -> dict[str, int]:
@@ -166,6 +176,13 @@ class DevBroker:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL the broker (a crash: its in-memory log is lost) and wait for it to be gone."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
 
     def __enter__(self) -> DevBroker:
         return self.start()

@@ -1,7 +1,10 @@
-"""At-least-once guards around faust-streaming's offset bookkeeping (upstream #596 and #606)."""
+"""At-least-once guards around faust-streaming's consumer: offsets (#596, #606), lost broker logs,
+bounded shutdown. The one module that touches Faust's and aiokafka's private state (both pinned)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,6 +35,11 @@ def _log_starts(consumer: Any) -> dict[TP, int]:
 
 
 _UNKNOWN = -1
+
+
+def _known_committed(consumer: Any, tp: TP) -> int | None:
+    committed = consumer._committed_offset.get(tp)
+    return int(committed) if committed is not None and committed >= 0 else None
 
 
 def _known_owed(consumer: Any, tp: TP) -> int | None:
@@ -69,6 +77,51 @@ def _release(consumer: Any, message: Any) -> None:
     consumer._unacked_messages.discard(message)
 
 
+def _log_end(consumer: Any, tp: TP) -> int | None:
+    """The partition's log end from the last fetch response (no request); None when unknown."""
+    try:
+        end = consumer.highwater(tp)
+    except Exception:  # not assigned (any more)
+        return None
+    return None if end is None else int(end)
+
+
+def _forget_log(consumer: Any, tp: TP, order: InOrder | None) -> None:
+    """Drop everything remembered about `tp`'s log: the broker does not have that log any more."""
+    for message in list(consumer._unacked_messages):
+        if message.tp == tp:
+            message.acked = True  # a late ack of an event of the old log must not count
+            consumer._unacked_messages.discard(message)
+    for table in (
+        consumer._committed_offset,
+        consumer._read_offset,
+        consumer._acked,
+        consumer._acked_index,
+        consumer._gap,
+        _log_starts(consumer),
+    ):
+        table.pop(tp, None)
+    if order is not None:
+        order.forget(tp)
+
+
+def _lost_log(consumer: Any, tp: TP, remembered: int | None) -> int | None:
+    """The log end when it is below an offset the worker already got past: a broker that came
+    back empty (Tansu keeps its log in memory). On a live log that cannot happen."""
+    end = _log_end(consumer, tp)
+    if end is not None and remembered is not None and end < remembered:
+        log.warning(
+            "broker_log_lost",
+            topic=tp.topic,
+            partition=tp.partition,
+            remembered=remembered,
+            log_end=end,
+            action="reading the new log from its start",
+        )
+        return end
+    return None
+
+
 class InOrder:
     """Lets an event through only when it is the next offset its partition owes, so events are
     applied in log order even when faust skipped some (#596): it then seeks back to the owed
@@ -83,26 +136,64 @@ class InOrder:
         self._generation: Any = object()
         self._next: dict[TP, int] = {}
         self._seeks: dict[TP, tuple[int, float]] = {}
+        # The offset after the highest admitted, kept across rebalances: a log that ends below
+        # it is not the log those events came from.
+        self._highest: dict[TP, int] = {}
 
     def rewind(self, tp: TP, offset: int) -> None:
         """Another party seeked `tp` to `offset`: expect it next."""
         self._next[tp] = offset
         self._seeks.pop(tp, None)
 
+    def forget(self, tp: TP) -> None:
+        """Expect whatever the group owes next on `tp` (its log was lost)."""
+        self._next.pop(tp, None)
+        self._seeks.pop(tp, None)
+        self._highest.pop(tp, None)
+
+    def remembered(self, tp: TP) -> int | None:
+        """The offset after the highest this worker admitted on `tp`, or the next it expects."""
+        known = [o for o in (self._next.get(tp), self._highest.get(tp)) if o is not None]
+        return max(known) if known else None
+
+    def reset(self) -> None:
+        """A rebalance: every partition resumes from what the group committed. (Tansu reports
+        generation 0 on every join, so the generation alone does not show a rebalance.)"""
+        self._next.clear()
+        self._seeks.clear()
+        consumer = self._app.consumer
+        consumer._lookalike_revocations = getattr(consumer, "_lookalike_revocations", 0) + 1
+
     async def admit(self, event: Any) -> bool:
         app, message = self._app, event.message
         consumer = app.consumer
+        if message.acked:
+            return False  # an event of a log the broker lost (see _forget_log)
         if app.consumer_generation_id != self._generation:
-            # A rebalance: every partition resumes from what the group committed.
             self._generation = app.consumer_generation_id
-            self._next.clear()
-            self._seeks.clear()
+            self.reset()
         tp, offset = message.tp, message.offset
         expected = self._next.get(tp)
         if expected is None:
             expected = await owed_offset(consumer, tp)
+            if _known_committed(consumer, tp) is None and self._highest.get(tp, 0) > expected:
+                # This worker read past here before, yet the group has committed nothing: the
+                # broker came back without its log (and offsets). Nothing older is owed.
+                log.warning(
+                    "broker_log_lost",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    remembered=self._highest[tp],
+                    action="reading the new log from its start",
+                )
+                self._highest.pop(tp, None)
+        remembered = max(expected, self._highest.get(tp, 0))
+        if offset < remembered and _lost_log(consumer, tp, remembered) is not None:
+            _forget_log(consumer, tp, self)
+            expected = await owed_offset(consumer, tp)
         if offset == expected:
             self._next[tp] = offset + 1
+            self._highest[tp] = max(self._highest.get(tp, 0), offset + 1)
             self._seeks.pop(tp, None)
             return True
         if offset > expected:
@@ -112,6 +203,7 @@ class InOrder:
                     "offset_gap_accepted", partition=tp.partition, start=expected, end=offset
                 )
                 self._next[tp] = offset + 1
+                self._highest[tp] = max(self._highest.get(tp, 0), offset + 1)
                 self._seeks.pop(tp, None)
                 return True
             now = time.monotonic()
@@ -157,6 +249,20 @@ def guard_commits(consumer: Any) -> None:
         )
         await add_gap(tp, offset_from, offset_to)
 
+    commit_offsets: Callable[..., Awaitable[bool]] = consumer._commit_offsets
+
+    async def commit_recorded_when_done(offsets: Any, *args: Any, **kwargs: Any) -> bool:
+        # Faust records the offsets as committed even when the commit failed. One that failed
+        # across a rebalance (the broker went away) would put the old log's offsets back after
+        # the revoke cleared them, and every event below them would be skipped.
+        revocations = getattr(consumer, "_lookalike_revocations", 0)
+        done = await commit_offsets(offsets, *args, **kwargs)
+        if not done and getattr(consumer, "_lookalike_revocations", 0) != revocations:
+            for tp in offsets:
+                consumer._committed_offset.pop(tp, None)
+        return done
+
+    consumer._commit_offsets = commit_recorded_when_done
     consumer._add_gap = logged_gap
     consumer._new_offset = new_offset
     consumer._filter_committable_offsets = committable
@@ -190,6 +296,24 @@ class HoleWatch:
                     return True
         return False
 
+    async def _log_was_lost(self, tp: TP) -> bool:
+        """A position or commit past the log end fetches nothing on Tansu, forever (no
+        out-of-range error): start the partition again from the new log's start."""
+        consumer = self._app.consumer
+        position = await consumer.position(tp)
+        seen = [consumer._committed_offset.get(tp), position]
+        if self._order is not None:
+            seen.append(self._order.remembered(tp))
+        known = [int(o) for o in seen if o is not None and o >= 0]
+        if _lost_log(consumer, tp, max(known) if known else None) is None:
+            return False
+        _forget_log(consumer, tp, self._order)
+        start = await owed_offset(consumer, tp)
+        await consumer.seek(tp, start)
+        if self._order is not None:
+            self._order.rewind(tp, start)
+        return True
+
     async def check(self) -> list[tuple[TP, int]]:
         """One pass; returns the (partition, offset) pairs it fetched again."""
         consumer = self._app.consumer
@@ -197,6 +321,8 @@ class HoleWatch:
         holes: dict[TP, int] = {}
         for tp in list(consumer.assignment()):
             if tp.topic != self._topic:
+                continue
+            if await self._log_was_lost(tp):
                 continue
             offset = await self._first_unacked(tp)
             if offset is None:
@@ -214,3 +340,77 @@ class HoleWatch:
                 holes[tp] = offset
         self._seen = holes
         return refetched
+
+
+async def _within(awaitable: Awaitable[Any], timeout_s: float) -> bool:
+    """Await for at most timeout_s, without waiting for the cancellation to be honoured (Faust's
+    commit swallows a CancelledError and starts over, so asyncio.wait_for would hang too)."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        task.cancel()
+        return False
+    task.result()
+    return True
+
+
+def _patch_fetcher_close() -> None:
+    """aiokafka 0.14's Fetcher.close awaits each cancelled fetch task; one cancelled during its
+    retry backoff (broker down) raises CancelledError out of consumer.stop(), the consumer
+    thread dies before it signals its stop, and mode waits its shutdown_timeout (60 s)."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    if getattr(Fetcher, "_lookalike_patched", False):
+        return
+    original = Fetcher.close
+
+    async def close(self: Any) -> None:
+        pending = list(self._pending_tasks)
+        self._pending_tasks = set()
+        try:
+            await original(self)
+        finally:
+            for task in pending:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    Fetcher.close = close
+    Fetcher._lookalike_patched = True
+
+
+def bound_shutdown(app: Any, budget_s: float = 4.0) -> None:
+    """SIGTERM ends the worker within seconds even with the broker down: every wait on the broker
+    during the stop shares one budget. Offsets not committed are read again later (idempotent).
+
+    Without it, a stop with the broker down took 61 s (the fetcher above), or never ended: the
+    last commit (App.on_stop -> consumer.wait_empty) is retried by aiokafka for as long as the
+    broker is away, and a pending send holds producer.flush and its stop for up to
+    producer_request_timeout (20 min)."""
+    consumer, producer = app.consumer, app.producer
+    if getattr(consumer, "_lookalike_bounded", False):
+        return
+    _patch_fetcher_close()
+    consumer._thread.shutdown_timeout = budget_s / 2  # a backstop; mode's default is 60 s
+    deadline: list[float] = []
+
+    def bounded(
+        step: str, original: Callable[[], Awaitable[Any]], only_when_stopping: bool
+    ) -> Callable[[], Awaitable[None]]:
+        async def call() -> None:
+            if only_when_stopping and not app.should_stop:  # a rebalance: as Faust does it
+                await original()
+                return
+            loop = asyncio.get_running_loop()
+            if not deadline:
+                deadline.append(loop.time() + budget_s)
+            left = max(deadline[0] - loop.time(), 0.5)
+            if not await _within(original(), left):
+                log.warning("shutdown_wait_abandoned", step=step, after_s=round(left, 1))
+
+        return call
+
+    consumer.wait_empty = bounded("commit", consumer.wait_empty, True)
+    producer.flush = bounded("producer_flush", producer.flush, True)
+    producer.on_stop = bounded("producer_stop", producer.on_stop, False)
+    consumer._lookalike_bounded = True

@@ -32,6 +32,9 @@ class ListingPublisher:
                 # the topic puts a listing on the same partition.
                 "partitioner": "murmur2_random",
                 "linger.ms": 5,
+                # A topic the broker lost (a dev broker restarted empty) is the worker's to create,
+                # with its partition count: a publish waits for it rather than creating it.
+                "allow.auto.create.topics": False,
                 **config,
             }
         )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
@@ -30,6 +33,7 @@ from stream.settings import StreamSettings, WorkerSettings
 from stream.worker import running_worker
 
 PARTITIONS = 2
+REPO = Path(__file__).resolve().parents[1]
 
 
 def listing(
@@ -230,3 +234,37 @@ async def running_harness(
     finally:
         resources.store = real
         await resources.close()
+
+
+def worker_env(settings: WorkerSettings) -> dict[str, str]:
+    s, b = settings.stream, settings.broker
+    return {
+        **os.environ,
+        "LOOKALIKE_GROUP_ID": s.group_id,
+        "LOOKALIKE_DATA_DIR": s.data_dir,
+        "LOOKALIKE_MAX_IN_FLIGHT": str(s.max_in_flight),
+        "LOOKALIKE_COMMIT_INTERVAL_S": "0.5",
+        "LOOKALIKE_BROKER": b.broker,
+        "LOOKALIKE_TOPIC": b.topic,
+        "LOOKALIKE_DLQ_TOPIC": b.dlq_topic,
+        "LOOKALIKE_RETRY_TOPIC": b.retry_topic,
+        "LOOKALIKE_TOPIC_PARTITIONS": str(b.topic_partitions),
+        "LOOKALIKE_INDEX_PATH": str(settings.store.index_path),
+        "LOOKALIKE_DEVICE": "cpu",
+        "LOOKALIKE_EMBED_BATCH_SIZE": "4",
+        "LOOKALIKE_ALLOW_PRIVATE_IMAGE_HOSTS": "true",
+        "LOOKALIKE_FETCH_RETRIES": "1",
+        "LOOKALIKE_LOG_LEVEL": "DEBUG",
+        "LOOKALIKE_LIBRARY_LOG_LEVEL": "INFO",
+    }
+
+
+def start_worker(settings: WorkerSettings, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "stream"],
+        cwd=REPO,
+        env=worker_env(settings),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )

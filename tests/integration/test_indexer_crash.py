@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
-from typing import IO
 
 import pytest
 from PIL import Image
@@ -31,47 +28,12 @@ from tests.stream_support import (
     group_caught_up,
     group_committed,
     listing,
+    start_worker,
     wait_until,
     worker_settings,
 )
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def worker_env(settings: WorkerSettings) -> dict[str, str]:
-    s, b = settings.stream, settings.broker
-    return {
-        **os.environ,
-        "LOOKALIKE_GROUP_ID": s.group_id,
-        "LOOKALIKE_DATA_DIR": s.data_dir,
-        "LOOKALIKE_MAX_IN_FLIGHT": str(s.max_in_flight),
-        "LOOKALIKE_COMMIT_INTERVAL_S": "0.5",
-        "LOOKALIKE_BROKER": b.broker,
-        "LOOKALIKE_TOPIC": b.topic,
-        "LOOKALIKE_DLQ_TOPIC": b.dlq_topic,
-        "LOOKALIKE_RETRY_TOPIC": b.retry_topic,
-        "LOOKALIKE_TOPIC_PARTITIONS": str(b.topic_partitions),
-        "LOOKALIKE_INDEX_PATH": str(settings.store.index_path),
-        "LOOKALIKE_DEVICE": "cpu",
-        "LOOKALIKE_EMBED_BATCH_SIZE": "4",
-        "LOOKALIKE_ALLOW_PRIVATE_IMAGE_HOSTS": "true",
-        "LOOKALIKE_FETCH_RETRIES": "1",
-        "LOOKALIKE_LOG_LEVEL": "DEBUG",
-        "LOOKALIKE_LIBRARY_LOG_LEVEL": "INFO",
-    }
-
-
-def start_worker(settings: WorkerSettings, log: IO[bytes]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "stream"],
-        cwd=REPO,
-        env=worker_env(settings),
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
 
 
 def committed_offsets(settings: WorkerSettings) -> dict[int, int]:
