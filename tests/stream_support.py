@@ -178,6 +178,7 @@ class Harness:
         self.resources = resources
         self.store: VectorStore = resources.store
         self.metrics: WorkerMetrics = resources.metrics
+        self.broker = broker
         self.publisher = ListingPublisher(broker.bootstrap, settings.broker.topic)
         self.published = 0
 

@@ -147,10 +147,7 @@ def catalog() -> DemoCatalog:
     return build_catalog(DEMO_SIZE, seed=7)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    data = tmp_path_factory.mktemp("dev")
-    stderr_path = data / "stderr.log"
+def _start_dev(data: Path, stderr_path: Path) -> DevStack:
     env = {**os.environ, "LOOKALIKE_DEVICE": "cpu", "LOOKALIKE_EMBED_BATCH_SIZE": "4"}
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
@@ -162,22 +159,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
             stderr=stderr,
             env=env,
         )
-    try:
-        lines = _read_announcements(process, STARTUP_S)
-        log = stderr_path.read_text(errors="replace")[-4000:]
-        assert len(lines) == 2, f"stdout: {lines!r}\n{log}"
-        assert lines[0].startswith("search: http://127.0.0.1:"), lines
-        assert lines[0].endswith("/"), lines
-        assert lines[1].startswith("broker: 127.0.0.1:"), lines
-        yield DevStack(
-            process=process,
-            search_url=lines[0].removeprefix("search: "),
-            broker=lines[1].removeprefix("broker: "),
-            data=data,
-            stderr_path=stderr_path,
-        )
-    finally:
+    lines = _read_announcements(process, STARTUP_S)
+    stack = DevStack(process, "", "", data, stderr_path)
+    if len(lines) != 2:
         _ensure_stopped(process)
+        raise AssertionError(f"stdout: {lines!r}\n{stack.log()}")
+    assert lines[0].startswith("search: ") and lines[1].startswith("broker: "), lines
+    stack.search_url = lines[0].removeprefix("search: ")
+    stack.broker = lines[1].removeprefix("broker: ")
+    return stack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    data = tmp_path_factory.mktemp("dev")
+    started = _start_dev(data, data / "stderr.log")
+    try:
+        assert started.search_url.startswith("http://127.0.0.1:"), started.search_url
+        assert started.search_url.endswith("/"), started.search_url
+        assert started.broker.startswith("127.0.0.1:"), started.broker
+        yield started
+    finally:
+        _ensure_stopped(started.process)
 
 
 def test_demo_catalog_is_served_indexed_and_edited_live(
@@ -263,28 +266,6 @@ def test_ctrl_c_stops_everything_cleanly(stack: DevStack) -> None:
     log = stack.log()
     for event in ("worker_stopped", "store_closed", "broker_stopped"):
         assert f'"event": "{event}"' in log, log
-
-
-def _start_dev(data: Path, stderr_path: Path) -> DevStack:
-    env = {**os.environ, "LOOKALIKE_DEVICE": "cpu", "LOOKALIKE_EMBED_BATCH_SIZE": "4"}
-    with stderr_path.open("wb") as stderr:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "lookalike", "dev", "--port", "0", "--data", str(data)),
-                *("--demo-size", str(DEMO_SIZE), "--demo-seed", "7"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=env,
-        )
-    lines = _read_announcements(process, STARTUP_S)
-    stack = DevStack(process, "", "", data, stderr_path)
-    if len(lines) != 2:
-        _ensure_stopped(process)
-        raise AssertionError(f"stdout: {lines!r}\n{stack.log()}")
-    stack.search_url = lines[0].removeprefix("search: ")
-    stack.broker = lines[1].removeprefix("broker: ")
-    return stack
 
 
 def test_a_restart_with_a_fresh_broker_over_the_old_index_changes_nothing_older(
