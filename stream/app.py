@@ -95,7 +95,9 @@ def create_app(
 
     @app.timer(interval=s.hole_check_every_s)  # type: ignore[untyped-decorator]
     async def recreate_lost_topics() -> None:
-        await asyncio.to_thread(restore_topics, settings)
+        created = await asyncio.to_thread(restore_topics, settings)
+        if b.topic in created:
+            in_order.log_replaced(b.topic)
 
     @app.on_partitions_revoked.connect
     async def forget_positions(sender: Any, /, *args: Any, **kwargs: Any) -> None:

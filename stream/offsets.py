@@ -139,6 +139,10 @@ class InOrder:
         # The offset after the highest admitted, kept across rebalances: a log that ends below
         # it is not the log those events came from.
         self._highest: dict[TP, int] = {}
+        # Topics this worker had to create again (the broker lost them), and the partitions of
+        # theirs already taken up from the new log's start.
+        self._replaced: set[str] = set()
+        self._taken_up: set[TP] = set()
 
     def rewind(self, tp: TP, offset: int) -> None:
         """Another party seeked `tp` to `offset`: expect it next."""
@@ -150,6 +154,12 @@ class InOrder:
         self._next.pop(tp, None)
         self._seeks.pop(tp, None)
         self._highest.pop(tp, None)
+
+    def log_replaced(self, topic: str) -> None:
+        """`topic` was created anew: whatever was remembered or committed of it (a commit sent
+        to the old broker may reach the new one) belongs to a log that is gone."""
+        self._replaced.add(topic)
+        self._taken_up = {tp for tp in self._taken_up if tp.topic != topic}
 
     def remembered(self, tp: TP) -> int | None:
         """The offset after the highest this worker admitted on `tp`, or the next it expects."""
@@ -173,6 +183,16 @@ class InOrder:
             self._generation = app.consumer_generation_id
             self.reset()
         tp, offset = message.tp, message.offset
+        if tp.topic in self._replaced and tp not in self._taken_up:
+            self._taken_up.add(tp)
+            log.warning(
+                "broker_log_lost",
+                topic=tp.topic,
+                partition=tp.partition,
+                remembered=self.remembered(tp),
+                action="reading the new log from its start",
+            )
+            _forget_log(consumer, tp, self)
         expected = self._next.get(tp)
         if expected is None:
             expected = await owed_offset(consumer, tp)

@@ -66,7 +66,8 @@ async def serve_images(host: str = "127.0.0.1") -> AsyncIterator[ImageServer]:
     server = ImageServer(host=host)
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", server._handle)
-    runner = web.AppRunner(app, access_log=None)
+    # A route that hangs (a stalled photo host) must not hold the cleanup for aiohttp's 60 s.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, 0)
     await site.start()
