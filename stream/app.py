@@ -12,7 +12,7 @@ import structlog
 from mode.types.signals import BaseSignalT
 
 from stream.adapters import TopicDeadLetters, TopicRetries, incoming
-from stream.indexer import ListingIndexer
+from stream.indexer import Incoming, ListingIndexer
 from stream.lanes import Lanes
 from stream.maintenance import Maintenance
 from stream.offsets import HoleWatch, InOrder, bound_shutdown, guard_commits
@@ -77,17 +77,18 @@ def create_app(
         bound_shutdown(app)
         async for event in cast(faust.Stream[bytes], stream).noack().events():
             if await in_order.admit(event):
-                await running.submit(stream, event)
+                await running.submit(stream, event, incoming(event))
 
     @app.agent(retry, name="retry_listings")
     async def retry_listings(stream: faust.StreamT[bytes]) -> None:
         running = await runtime.get()
         async for event in cast(faust.Stream[bytes], stream).noack().events():
+            message = incoming(event)
             # The retry topic is in due order: one delay per round, written as events failed.
-            wait = min(incoming(event).due - time.time(), MAX_RETRY_WAIT_S)
+            wait = min(message.due - time.time(), MAX_RETRY_WAIT_S)
             if wait > 0:
                 await asyncio.sleep(wait)
-            await running.submit(stream, event)
+            await running.submit(stream, event, message)
 
     @app.timer(interval=s.hole_check_every_s)  # type: ignore[untyped-decorator]
     async def refetch_dropped_events() -> None:
@@ -132,8 +133,9 @@ class _Running:
     lanes: Lanes
     maintenance: Maintenance
 
-    async def submit(self, stream: faust.StreamT[bytes], event: faust.EventT[bytes]) -> None:
-        message = incoming(event)
+    async def submit(
+        self, stream: faust.StreamT[bytes], event: faust.EventT[bytes], message: Incoming
+    ) -> None:
         # One lane per listing (the key is the listing id); a keyless event gets its own.
         key: object = message.key if message.key is not None else object()
 

@@ -110,16 +110,22 @@ def _lost_log(consumer: Any, tp: TP, remembered: int | None) -> int | None:
     back empty (Tansu keeps its log in memory). On a live log that cannot happen."""
     end = _log_end(consumer, tp)
     if end is not None and remembered is not None and end < remembered:
-        log.warning(
-            "broker_log_lost",
-            topic=tp.topic,
-            partition=tp.partition,
-            remembered=remembered,
-            log_end=end,
-            action="reading the new log from its start",
-        )
+        _say_log_lost(tp, remembered, why="the log ends below what was read", log_end=end)
         return end
     return None
+
+
+def _say_log_lost(tp: TP, remembered: int | None, why: str, log_end: int | None = None) -> None:
+    """The one line a worker writes when it takes a partition up from a new log's start."""
+    log.warning(
+        "broker_log_lost",
+        topic=tp.topic,
+        partition=tp.partition,
+        remembered=remembered,
+        log_end=log_end,
+        why=why,
+        action="reading the new log from its start",
+    )
 
 
 class InOrder:
@@ -185,13 +191,7 @@ class InOrder:
         tp, offset = message.tp, message.offset
         if tp.topic in self._replaced and tp not in self._taken_up:
             self._taken_up.add(tp)
-            log.warning(
-                "broker_log_lost",
-                topic=tp.topic,
-                partition=tp.partition,
-                remembered=self.remembered(tp),
-                action="reading the new log from its start",
-            )
+            _say_log_lost(tp, self.remembered(tp), why="the worker created the topic again")
             _forget_log(consumer, tp, self)
         expected = self._next.get(tp)
         if expected is None:
@@ -199,13 +199,7 @@ class InOrder:
             if _known_committed(consumer, tp) is None and self._highest.get(tp, 0) > expected:
                 # This worker read past here before, yet the group has committed nothing: the
                 # broker came back without its log (and offsets). Nothing older is owed.
-                log.warning(
-                    "broker_log_lost",
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    remembered=self._highest[tp],
-                    action="reading the new log from its start",
-                )
+                _say_log_lost(tp, self._highest[tp], why="the group's offsets are gone")
                 self._highest.pop(tp, None)
         remembered = max(expected, self._highest.get(tp, 0))
         if offset < remembered and _lost_log(consumer, tp, remembered) is not None:
