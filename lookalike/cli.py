@@ -62,7 +62,7 @@ def _configure_logging() -> None:
 def _cmd_stats(args: argparse.Namespace) -> int:
     import json
 
-    from lookalike.stats import format_stats, gather_stats
+    from lookalike.stats import format_stats, gather_stats, stats_failed
     from models.settings import BrokerSettings, ModelSettings, StoreSettings
     from stream.settings import StreamSettings
 
@@ -77,6 +77,10 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         with_lag=args.lag,
     )
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    failed = stats_failed(stats)
+    if failed is not None:
+        print(f"stats: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 
