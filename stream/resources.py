@@ -18,6 +18,7 @@ from models.images import ImageLimits
 from models.microbatch import MicroBatcher
 from models.network import Preprocessing
 from models.photos import PhotoPipeline
+from models.store.lease import WriterLease
 from models.store.types import StoreError, VectorStore
 from stream.indexer import DeadLetters, IndexerPolicy, ListingIndexer, Retries
 from stream.metrics import WorkerMetrics
@@ -50,6 +51,8 @@ class WorkerResources:
     owned: bool = True
     decode_pool: ThreadPoolExecutor | None = None
     batcher: MicroBatcher | None = None
+    # Held while the indexer may write to an Edge index: `lookalike reindex` refuses meanwhile.
+    lease: WriterLease | None = None
 
     @classmethod
     async def open(
@@ -90,6 +93,8 @@ class WorkerResources:
     def indexer(self, dead_letters: DeadLetters, retries: Retries) -> ListingIndexer:
         """The indexer over these resources; call it in the running loop (it starts a batcher)."""
         s = self.settings.stream
+        if self.lease is None and self.settings.store.qdrant_url is None:
+            self.lease = WriterLease(self.settings.store.index_path).hold()
         if self.decode_pool is None:
             self.decode_pool = ThreadPoolExecutor(
                 max_workers=s.decode_threads, thread_name_prefix="lookalike-decode"
@@ -130,10 +135,13 @@ class WorkerResources:
         )
 
     async def stop(self) -> None:
-        """Stop what `indexer()` started (the batcher); the rest stays open."""
+        """Stop what `indexer()` started (the batcher, the writer lease); the rest stays open."""
         if self.batcher is not None:
             await self.batcher.close()
             self.batcher = None
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
 
     async def close(self) -> None:
         """Close everything: batcher, fetcher session, store, inference and decode threads."""

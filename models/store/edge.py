@@ -8,6 +8,7 @@ import json
 import logging
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,12 +40,15 @@ from models.store.querying import (
     stored_listing,
 )
 from models.store.types import (
+    CollectionInfo,
+    Collections,
     DimensionMismatch,
     Hit,
     ListingPoint,
     SearchFilters,
     StoredListing,
     StoreError,
+    alias_model_id,
     payload_version,
     point_id,
 )
@@ -83,6 +87,20 @@ def copy_shard(index_path: Path, collection_name: str, into: Path) -> Path:
     target = into / collection_name
     shutil.copytree(index_path / collection_name, target, symlinks=True)
     return target
+
+
+def _edge_config(dim: int, indexing_threshold_kb: int | None = None) -> qe.EdgeConfig:
+    optimizers = None
+    if indexing_threshold_kb is not None:
+        optimizers = qe.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb)
+    return qe.EdgeConfig(
+        vectors=qe.EdgeVectorParams(
+            size=dim,
+            distance=qe.Distance.Cosine,
+            multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
+        ),
+        optimizers=optimizers,
+    )
 
 
 class EdgeStore(QueryingStore):
@@ -154,17 +172,7 @@ class EdgeStore(QueryingStore):
         return self._shard
 
     def _config(self) -> qe.EdgeConfig:
-        optimizers = None
-        if self._indexing_threshold_kb is not None:
-            optimizers = qe.EdgeOptimizersConfig(indexing_threshold=self._indexing_threshold_kb)
-        return qe.EdgeConfig(
-            vectors=qe.EdgeVectorParams(
-                size=self._dim,
-                distance=qe.Distance.Cosine,
-                multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
-            ),
-            optimizers=optimizers,
-        )
+        return _edge_config(self._dim, self._indexing_threshold_kb)
 
     def _mismatch(self, stored: int | None, detail: str = "") -> DimensionMismatch:
         size = "vectors of another size" if stored is None else f"{stored}-dimensional vectors"
@@ -505,3 +513,70 @@ class EdgeStore(QueryingStore):
     def _discard_copy(self) -> None:
         self._journal = None
         shutil.rmtree(self._sibling("optimizing"), ignore_errors=True)
+
+
+def _count_live(shard_path: Path, dim: int) -> int:
+    """Live listings of a shard nobody holds (tombstones left out); opens and closes it."""
+    shard = qe.EdgeShard.load(str(shard_path), _edge_config(dim))
+    try:
+        request = qe.CountRequest(exact=True, filter=edge_filter(conditions(None)))
+        return int(shard.count(request))
+    finally:
+        shard.close()
+
+
+class EdgeCollections(Collections):
+    """The alias's collections in an Edge index directory, and its alias file.
+
+    A collection another process holds open (the service, a worker) is counted on a copy of its
+    files, as reindex reads it: Edge locks an open shard. Nothing else under the index is touched.
+    """
+
+    def __init__(self, index_path: Path, alias: str) -> None:
+        self._root = Path(index_path)
+        self._alias = alias
+        self._aliases = AliasFile(self._root)
+
+    async def alias_target(self) -> str | None:
+        return await asyncio.to_thread(self._aliases.get, self._alias)
+
+    def _names(self) -> list[str]:
+        if not self._root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self._root.iterdir()
+            if alias_model_id(self._alias, p.name) is not None and (p / EDGE_CONFIG_FILE).exists()
+        )
+
+    def _info(self, name: str) -> CollectionInfo:
+        model_id = alias_model_id(self._alias, name)
+        dim = stored_vector_size(self._root / name)
+        if dim is None:
+            return CollectionInfo(name, model_id, None, None, "no readable shard")
+        try:
+            try:
+                points = _count_live(self._root / name, dim)
+            except Exception as e:
+                if "WouldBlock" not in str(e):
+                    raise
+                # Held open elsewhere: count a copy, in a dot directory no collection can be.
+                with tempfile.TemporaryDirectory(prefix=".alias-", dir=self._root) as scratch:
+                    copy = copy_shard(self._root, name, Path(scratch))
+                    points = _count_live(copy, dim)
+        except Exception as e:
+            return CollectionInfo(name, model_id, None, dim, f"cannot read it: {e}")
+        return CollectionInfo(name, model_id, points, dim)
+
+    async def list(self) -> list[CollectionInfo]:
+        names = await asyncio.to_thread(self._names)
+        return [await asyncio.to_thread(self._info, name) for name in names]
+
+    async def point_alias(self, collection: str) -> None:
+        if collection not in await asyncio.to_thread(self._names):
+            raise StoreError(f"collection {collection!r} does not exist under {self._root}")
+        await asyncio.to_thread(self._aliases.set, self._alias, collection)
+        log.info("alias %s -> %s", self._alias, collection)
+
+    async def close(self) -> None:
+        return None

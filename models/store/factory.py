@@ -11,9 +11,9 @@ from qdrant_client import AsyncQdrantClient
 
 from models.settings import StoreSettings
 from models.store.aliases import AliasFile
-from models.store.edge import EdgeStore
-from models.store.server import ServerStore
-from models.store.types import VectorStore
+from models.store.edge import EdgeCollections, EdgeStore
+from models.store.server import ServerCollections, ServerStore
+from models.store.types import Collections, VectorStore, alias_model_id
 
 MEMORY = ":memory:"
 _NAME_PART = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -29,8 +29,7 @@ def collection_name_for(alias: str, model_id: str) -> str:
 
 def model_id_of(alias: str, collection_name: str) -> str | None:
     """The model id a collection name carries, or None if it is not one of the alias's."""
-    prefix = f"{alias}__"
-    return collection_name[len(prefix) :] if collection_name.startswith(prefix) else None
+    return alias_model_id(alias, collection_name)
 
 
 @dataclass
@@ -79,6 +78,14 @@ def open_store(settings: StoreSettings, model_id: str, dim: int) -> VectorStore:
     return ServerStore(
         client, settings.collection_alias, name, dim, release=release, local_mode=local
     )
+
+
+def open_collections(settings: StoreSettings) -> Collections:
+    """The alias and its collections on the configured backend; close() after use."""
+    if settings.qdrant_url is None:
+        return EdgeCollections(settings.index_path, settings.collection_alias)
+    client, _, release = _server_client(settings)
+    return ServerCollections(client, settings.collection_alias, release=release)
 
 
 async def resolve_alias(settings: StoreSettings) -> str | None:

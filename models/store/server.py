@@ -34,12 +34,15 @@ from models.store.querying import (
     stored_listing,
 )
 from models.store.types import (
+    CollectionInfo,
+    Collections,
     DimensionMismatch,
     Hit,
     ListingPoint,
     SearchFilters,
     StoredListing,
     StoreError,
+    alias_model_id,
     payload_version,
     point_id,
 )
@@ -322,3 +325,54 @@ class ServerStore(QueryingStore):
                         self._name, optimizers_config=qm.OptimizersConfigDiff()
                     )
             await asyncio.sleep(OPTIMIZE_POLL_S)
+
+
+class ServerCollections(Collections):
+    """The alias's collections on a Qdrant server, through its real alias."""
+
+    def __init__(
+        self,
+        client: AsyncQdrantClient,
+        alias: str,
+        *,
+        release: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._client = client
+        self._alias = alias
+        self._release = release if release is not None else client.close
+
+    def _store(self, name: str) -> ServerStore:
+        # Only for its reads and its one-request alias swap; never closed (the client is ours).
+        return ServerStore(self._client, self._alias, name, 1, release=_nothing)
+
+    async def alias_target(self) -> str | None:
+        return await self._store(self._alias).alias_target()
+
+    async def list(self) -> list[CollectionInfo]:
+        try:
+            response = await self._client.get_collections()
+        except Exception as e:
+            raise StoreError(f"qdrant get_collections failed: {e}") from e
+        found: list[CollectionInfo] = []
+        for name in sorted(c.name for c in response.collections):
+            model_id = alias_model_id(self._alias, name)
+            if model_id is None:
+                continue
+            store = self._store(name)
+            try:
+                found.append(
+                    CollectionInfo(name, model_id, await store.count(), await store.vector_size())
+                )
+            except StoreError as e:
+                found.append(CollectionInfo(name, model_id, None, None, str(e)))
+        return found
+
+    async def point_alias(self, collection: str) -> None:
+        await self._store(collection).point_alias_to_self()
+
+    async def close(self) -> None:
+        await self._release()
+
+
+async def _nothing() -> None:
+    return None

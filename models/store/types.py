@@ -96,6 +96,49 @@ class StoredListing:
         return self.payload.get("tombstone") is True
 
 
+def alias_model_id(alias: str, collection_name: str) -> str | None:
+    """The model id a collection name "<alias>__<model_id>" carries, or None if it is not one of
+    the alias's collections."""
+    prefix = f"{alias}__"
+    if not collection_name.startswith(prefix) or len(collection_name) == len(prefix):
+        return None
+    return collection_name[len(prefix) :]
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """One of an alias's collections, as `lookalike alias show` lists it."""
+
+    name: str
+    model_id: str | None
+    # Live listings (tombstones left out); None when it could not be counted (`error` says why).
+    points: int | None
+    vector_size: int | None
+    error: str | None = None
+
+
+class Collections(ABC):
+    """The collections behind one alias and where the alias points: rolling a model out or back
+    is moving the alias, the same way on every backend."""
+
+    @abstractmethod
+    async def alias_target(self) -> str | None:
+        """The collection the alias points at now, or None."""
+
+    @abstractmethod
+    async def list(self) -> list[CollectionInfo]:
+        """Every "<alias>__<model_id>" collection that exists, by name."""
+
+    @abstractmethod
+    async def point_alias(self, collection: str) -> None:
+        """Move the alias to an existing collection in one step (readers see the old target or
+        the new one); StoreError when it does not exist."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release the client or the scratch space."""
+
+
 class VectorStore(ABC):
     """One collection of listings behind an alias. Every method is safe to call from the event loop:
     blocking engines run their calls on a worker thread."""
