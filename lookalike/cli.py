@@ -89,6 +89,15 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from models.schema import schema_for
+
+    print(json.dumps(schema_for(args.kind), indent=2))
+    return 0
+
+
 def _cmd_reindex(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -309,6 +318,8 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from models.schema import SCHEMAS
+
     parser = argparse.ArgumentParser(
         prog="lookalike",
         description="Search by photo for marketplaces. Settings come from LOOKALIKE_* variables.",
@@ -348,8 +359,21 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--demo-seed", type=int, default=7, help="seed of the demo catalog")
     dev.set_defaults(func=_cmd_dev)
 
+    schema = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of a published contract",
+        description="`events`: the listing events on the listings topic (listing.upserted and "
+        "listing.deleted), as the indexer validates them; also served at GET /v1/schema/events.",
+    )
+    schema.add_argument("kind", choices=sorted(SCHEMAS), help="which contract")
+    schema.set_defaults(func=_cmd_schema)
+
     stats = sub.add_parser(
-        "stats", help="collection size, model, alias target and the indexer group's lag"
+        "stats",
+        help="collection size, model, alias target and the indexer group's lag",
+        description="Exits 1, with one line, when the broker or the index cannot be read. Lag "
+        "is measured to the log end read from the broker; a partition whose committed offset "
+        "lies past that end (offsets of an older log) shows its lag as unknown.",
     )
     stats.add_argument("--broker", default=None, help="bootstrap servers (LOOKALIKE_BROKER)")
     stats.add_argument("--group", default=None, help="consumer group (LOOKALIKE_GROUP_ID)")

@@ -338,6 +338,19 @@ def openapi_spec(server_url: str | None = None) -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/schema/events": {
+                "get": {
+                    "operationId": "eventSchema",
+                    "summary": "The JSON Schema (2020-12) of the listing events the indexer reads "
+                    "from the listings topic: listing.upserted and listing.deleted.",
+                    "responses": {
+                        "200": {
+                            "description": "A JSON Schema document.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",

@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from models.microbatch import BatcherClosedError
+from models.schema import events_schema
 from models.store.types import Hit, ListingNotFound, StoreError
 from query.body import read_photo
 from query.errors import ApiError
@@ -153,6 +154,10 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_spec())
 
 
+async def event_schema(request: web.Request) -> web.Response:
+    return web.json_response(events_schema())
+
+
 def add_routes(app: web.Application) -> None:
     """Every route of the service, the search page (GET /, from query/static) included."""
     app.router.add_post("/v1/search", search)
@@ -162,4 +167,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/v1/schema/events", event_schema)
     add_page_routes(app)
