@@ -77,7 +77,8 @@ async def test_a_dead_letter_is_replayed_once_and_becomes_searchable(
     assert "D1" in out and "images_unavailable" in out and "http_status" in out
     code, out = await _cli(capsys, "dlq", "list", "--json", "--since", "1h")
     (letter,) = json.loads(out)
-    assert (letter["key"], letter["reason"], letter["replayed"]) == ("D1", "images_unavailable", False)
+    assert (letter["key"], letter["reason"]) == ("D1", "images_unavailable")
+    assert letter["replayed"] is False
     assert letter["stage"] == "fetch" and letter["value"]["listing_id"] == "D1"
     code, out = await _cli(capsys, "dlq", "list", "--json", "--reason", "invalid_event")
     assert json.loads(out) == []
@@ -113,4 +114,3 @@ async def test_a_dead_letter_is_replayed_once_and_becomes_searchable(
     assert writer_active(store.index_path)
     with pytest.raises(ReindexError, match="a worker is writing"):
         await reindex(store, ModelSettings(device="cpu"), FetchSettings(), ImageSettings())
-
