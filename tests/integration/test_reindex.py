@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lookalike.reindex import ReindexError, reindex
+from lookalike.cli import main
+from lookalike.reindex import FailureBudget, ReindexError, reindex
 from models.embedder import Embedder
 from models.network import EmbeddingNet, export_checkpoint, load_model
 from models.settings import FetchSettings, ImageSettings, ModelSettings, StoreSettings
@@ -81,7 +83,11 @@ async def test_reindex_builds_the_new_collection_and_moves_the_alias(
     new_id = _projected_checkpoint(checkpoint)
     model = ModelSettings(device="cpu", embed_batch_size=4, model_checkpoint=checkpoint)
     fetch = FetchSettings(allow_private_image_hosts=True, fetch_retries=0)
-    result = await reindex(store_settings, model, fetch, ImageSettings(), progress=False)
+    # One listing of six fails: over the default 1% budget, within 20%.
+    budget = FailureBudget.parse("20%")
+    result = await reindex(
+        store_settings, model, fetch, ImageSettings(), progress=False, max_failed=budget
+    )
 
     new_name = collection_name_for("listings", new_id)
     assert (result.source, result.target) == (store.collection_name, new_name)
@@ -131,3 +137,65 @@ async def test_reindex_builds_the_new_collection_and_moves_the_alias(
 
     with pytest.raises(ReindexError, match="nothing to do"):
         await reindex(store_settings, model, fetch, ImageSettings(), progress=False)
+
+
+def _exit_code(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    code = exited.value.code
+    return code if isinstance(code, int) else 1
+
+
+async def _catalog_on_loopback(settings: StoreSettings, model_id: str) -> str:
+    """Three listings of the ImageNet model whose photos are on loopback (refused by default)."""
+    store = open_store(settings, model_id, 1280)
+    await store.ensure_collection()
+    try:
+        for i in range(3):
+            urls = [f"http://127.0.0.1:9/L{i}.jpg"]
+            vector = [[1.0 if j == i else 0.0 for j in range(1280)]]
+            await store.upsert_listing(ListingPoint(f"L{i}", vector, _payload(f"L{i}", urls, "x")))
+    finally:
+        await store.close()
+    return store.collection_name
+
+
+def test_reindex_with_every_photo_failing_leaves_the_alias_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = StoreSettings(index_path=tmp_path / "index")
+    old_id = Embedder.from_settings(ModelSettings(device="cpu")).model_id
+    old_name = asyncio.run(_catalog_on_loopback(settings, old_id))
+    monkeypatch.setenv("LOOKALIKE_INDEX_PATH", str(settings.index_path))
+    monkeypatch.setenv("LOOKALIKE_DEVICE", "cpu")
+    monkeypatch.delenv("LOOKALIKE_ALLOW_PRIVATE_IMAGE_HOSTS", raising=False)
+
+    # The model the alias already serves: a no-op, exit 0, one line.
+    assert _exit_code(["reindex"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("reindex: nothing to do") and "\n" not in out, out
+
+    checkpoint = tmp_path / "projected.pt"
+    new_id = _projected_checkpoint(checkpoint)
+    monkeypatch.setenv("LOOKALIKE_MODEL_CHECKPOINT", str(checkpoint))
+    assert _exit_code(["reindex", "--max-failed", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "3 of 3 listings failed" in err and "host_not_allowed 3" in err, err
+    assert "LOOKALIKE_ALLOW_PRIVATE_IMAGE_HOSTS=true" in err
+    assert asyncio.run(resolve_alias(settings)) == old_name
+
+    # alias show lists both collections, set moves the alias forward and back.
+    new_name = collection_name_for("listings", new_id)
+    assert _exit_code(["alias", "show"]) == 0
+    table = capsys.readouterr().out
+    assert f"alias listings -> {old_name}" in table
+    rows = {line.split()[-4]: line.split()[-2:] for line in table.splitlines()[2:]}
+    assert rows == {old_name: ["3", "1280"], new_name: ["0", "128"]}, table
+    assert _exit_code(["alias", "set", new_id]) == 0
+    assert asyncio.run(resolve_alias(settings)) == new_name
+    assert _exit_code(["alias", "set", new_name]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert _exit_code(["alias", "set", "listings__nope"]) == 1
+    assert old_name in capsys.readouterr().err
+    assert _exit_code(["alias", "set", old_name]) == 0
+    assert asyncio.run(resolve_alias(settings)) == old_name

@@ -1,4 +1,5 @@
-"""A model rollout with no downtime: searches never fail while reindex builds and swaps in a model.
+"""A model rollout with no downtime: searches never fail while reindex builds and swaps in a model,
+nor while `alias set` rolls it back.
 
 Both backends: the server path (qdrant-client's local mode, `":memory:"`, shared in-process the
 way a Qdrant server is shared) and Edge, where the query service holds the old collection's
@@ -21,6 +22,7 @@ import aiohttp
 import pytest
 import torch
 
+from lookalike.alias import set_alias
 from lookalike.reindex import reindex
 from models.network import EmbeddingNet, export_checkpoint, load_model
 from models.settings import ImageSettings, ModelSettings, StoreSettings
@@ -204,7 +206,12 @@ async def test_searches_never_fail_while_a_new_model_is_rolled_out(
                     progress=False,
                 )
                 reindex_ended = time.perf_counter()
+                rolled_out_to = await resolve_alias(store_settings)
                 await asyncio.sleep(AFTER_S)
+                # Rolling back is `lookalike alias set <old collection>`, searches still going on.
+                rollback = await set_alias(store_settings, old_name)
+                rolled_back = time.perf_counter()
+                await asyncio.sleep(AFTER_S / 2)
             finally:
                 stop.set()
                 await asyncio.gather(*searchers)
@@ -212,7 +219,15 @@ async def test_searches_never_fail_while_a_new_model_is_rolled_out(
         assert (result.source, result.target) == (old_name, new_name)
         assert (result.listings, result.images, result.failed) == (len(NAMES), len(NAMES), [])
         assert result.swapped
-        assert await resolve_alias(store_settings) == new_name
+        assert rolled_out_to == new_name
+        assert (rollback.previous, rollback.target, rollback.moved) == (new_name, old_name, True)
+        assert {c.name: c.points for c in rollback.collections} == {
+            old_name: len(NAMES),
+            new_name: len(NAMES),
+        }
+        assert await resolve_alias(store_settings) == old_name
+        after_rollback = [a for a in attempts if a.started > rolled_back]
+        assert after_rollback and all(a.alias_before == old_name for a in after_rollback)
 
         failed = [a for a in attempts if a.status != 200 or a.error is not None]
         assert not failed, failed[:5]
@@ -228,7 +243,9 @@ async def test_searches_never_fail_while_a_new_model_is_rolled_out(
         took = reindex_ended - reindex_started
         print(f"{len(attempts)} searches, {len(during)} during a {took:.1f} s reindex, none failed")
 
-        # The next release of the service runs the new model and reads the new collection.
+        # Rolled forward again, the next release of the service runs the new model and reads the
+        # new collection.
+        assert (await set_alias(store_settings, new_id)).target == new_name
         new_api = _api_settings(store_settings, new_model)
         async with _serving(new_api) as base, aiohttp.ClientSession() as session:
             for name, data in queries:
