@@ -179,6 +179,45 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+@dataclass(frozen=True)
+class ImageProbe:
+    """What an image's header says, before any pixel is decoded."""
+
+    format: str
+    width: int
+    height: int
+    # Pixels the decoder will produce: a JPEG decodes at a reduced scale (see decode_image);
+    # WebP, PNG and GIF have no reduced-size decoding and cost every pixel.
+    decoded_pixels: int
+
+
+def _draft_scale(width: int, height: int, min_side: int) -> int:
+    # libjpeg scales by 1/2, 1/4 or 1/8; Pillow's draft takes the largest of those that still
+    # keeps both sides at least min_side (JpegImagePlugin.draft).
+    room = min(width // min_side, height // min_side)
+    return next((scale for scale in (8, 4, 2) if scale <= room), 1)
+
+
+def probe_image(data: bytes, limits: ImageLimits, min_side: int | None = None) -> ImageProbe:
+    """The format, size and decoding cost of `data`, read from its header only; the same
+    ImageError refusals as decode_image for anything over `limits`. Blocking but cheap."""
+    _check_bytes(data, limits)
+    img = _open(data, limits)
+    width, height = img.size
+    pixels = width * height
+    if img.format in _DRAFT_FORMATS and min_side is not None:
+        scale = _draft_scale(width, height, min_side)
+        pixels = -(-width // scale) * -(-height // scale)
+    return ImageProbe(format=str(img.format), width=width, height=height, decoded_pixels=pixels)
+
+
+def _check_bytes(data: bytes, limits: ImageLimits) -> None:
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(f"image is {len(data)} bytes; the limit is {limits.max_bytes}")
+    if not data:
+        raise NotAnImage("the data is empty")
+
+
 def decode_image(data: bytes, limits: ImageLimits, min_side: int | None = None) -> Image.Image:
     """Decode `data` to an RGB image, EXIF orientation applied, first frame of an animation.
 
@@ -186,10 +225,7 @@ def decode_image(data: bytes, limits: ImageLimits, min_side: int | None = None) 
     With `min_side`, a JPEG is decoded at a reduced scale (1/2, 1/4 or 1/8) whose shorter side
     is still at least `min_side`. Blocking and thread-safe: call it from a worker thread.
     """
-    if len(data) > limits.max_bytes:
-        raise ImageTooLarge(f"image is {len(data)} bytes; the limit is {limits.max_bytes}")
-    if not data:
-        raise NotAnImage("the data is empty")
+    _check_bytes(data, limits)
     if min_side is not None and min_side < 1:
         raise ValueError(f"min_side must be at least 1, got {min_side}")
     img = _open(data, limits)

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from PIL import Image
 
-from models.images import ImageLimits, content_hash
+from models.images import ImageLimits, ImageProbe, content_hash, probe_image
 from models.network import Preprocessing
 
 # Below this, sha256 takes about a millisecond: cheaper on the loop than a hop to a pool that
@@ -39,8 +39,9 @@ class PhotoFetcher(Protocol):
 class PhotoPipeline:
     """Fetch, hash and decode photos; decoding runs on `pool`, never on the event loop.
 
-    The pool belongs to the caller, who shuts it down; so does the fetcher. Without a fetcher
-    only bytes can be loaded.
+    Header probes run on `probe_pool` (default: `pool`): one of their own lets a caller price a
+    photo while every decode thread is busy. The pools belong to the caller, who shuts them
+    down; so does the fetcher. Without a fetcher only bytes can be loaded.
     """
 
     def __init__(
@@ -49,9 +50,11 @@ class PhotoPipeline:
         pool: Executor,
         preprocessing: Preprocessing,
         limits: ImageLimits,
+        probe_pool: Executor | None = None,
     ) -> None:
         self._fetcher = fetcher
         self._pool = pool
+        self._probe_pool = probe_pool if probe_pool is not None else pool
         self._preprocessing = preprocessing
         self._limits = limits
 
@@ -66,6 +69,12 @@ class PhotoPipeline:
         subclass for anything unacceptable."""
         call = partial(self._preprocessing.load, data, self._limits)
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def probe(self, data: bytes) -> ImageProbe:
+        """What decoding `data` will cost, from its header alone; the same ImageError refusals
+        as decode for anything over the limits."""
+        call = partial(probe_image, data, self._limits, self._preprocessing.decode_size)
+        return await asyncio.get_running_loop().run_in_executor(self._probe_pool, call)
 
     async def load_bytes(
         self, data: bytes, url: str | None = None, known: Container[str] = ()

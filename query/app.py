@@ -15,7 +15,8 @@ from models.microbatch import MicroBatcher
 from models.photos import PhotoPipeline
 from models.store.factory import open_store
 from models.store.types import VectorStore
-from query.keys import BATCHER, EMBEDDER, FETCHER, METRICS, PHOTOS, SETTINGS, STORE
+from query.admission import Admission
+from query.keys import ADMISSION, BATCHER, EMBEDDER, FETCHER, METRICS, PHOTOS, SETTINGS, STORE
 from query.metrics import ApiMetrics
 from query.middleware import error_middleware
 from query.settings import ApiSettings
@@ -70,7 +71,11 @@ def _fetcher_ctx(settings: ApiSettings, given: ImageFetcher | None) -> CleanupCt
             app[FETCHER] = given
             yield
             return
-        fetcher = ImageFetcher(settings.fetch, max_bytes=settings.images.max_image_bytes)
+        # A shopper waits for the answer: one retry at most (the indexer may try harder).
+        fetch = settings.fetch.model_copy(
+            update={"fetch_retries": min(settings.fetch.fetch_retries, 1)}
+        )
+        fetcher = ImageFetcher(fetch, max_bytes=settings.images.max_image_bytes)
         app[FETCHER] = fetcher
         try:
             yield
@@ -85,16 +90,19 @@ def _photos_ctx(settings: ApiSettings) -> CleanupCtx:
         # Decode threads of the app's own: a burst of uploads must not queue behind, or hold up,
         # the default executor, where image_url fetches resolve their host names.
         pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
+        # Header probes price a photo for admission control while every decode thread is busy.
+        probes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe")
+        limits = ImageLimits(
+            max_bytes=settings.images.max_image_bytes, max_pixels=settings.api_max_image_pixels
+        )
         app[PHOTOS] = PhotoPipeline(
-            app[FETCHER],
-            pool,
-            app[EMBEDDER].embedder.preprocessing,
-            ImageLimits.from_settings(settings.images),
+            app[FETCHER], pool, app[EMBEDDER].embedder.preprocessing, limits, probe_pool=probes
         )
         try:
             yield
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+            probes.shutdown(wait=False, cancel_futures=True)
 
     return ctx
 
@@ -113,12 +121,25 @@ def default_batch_size(embedder: Embedder) -> int:
 def _batcher_ctx(settings: ApiSettings) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         embedder = app[EMBEDDER]
+        metrics = app[METRICS]
+        admission = Admission(
+            settings.queue_budget_ms / 1000,
+            decode_slots=settings.decode_threads,
+            embed_streams=embedder.streams,
+            on_wait=metrics.queue_delay.set,
+        )
+        app[ADMISSION] = admission
+
+        def on_pass(photos: int, seconds: float) -> None:
+            metrics.observe_pass(photos, seconds)
+            admission.costs.observe_pass(photos, seconds)
+
         batcher = MicroBatcher(
             embedder.embed,
             concurrency=embedder.streams,
             max_batch=settings.batch_max_size or default_batch_size(embedder.embedder),
             max_wait_s=settings.batch_max_wait_ms / 1000,
-            on_pass=app[METRICS].observe_pass,
+            on_pass=on_pass,
         )
         batcher.start()
         app[BATCHER] = batcher
@@ -128,6 +149,11 @@ def _batcher_ctx(settings: ApiSettings) -> CleanupCtx:
             await batcher.close()
 
     return ctx
+
+
+async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp's default names its own and Python's versions: a gift to anyone picking exploits.
+    response.headers["Server"] = "lookalike"
 
 
 def create_app(
@@ -143,7 +169,11 @@ def create_app(
     metrics = ApiMetrics()
     # Bodies are read and capped by the views themselves; this is a backstop for anything else.
     max_body = max(settings.max_upload_bytes, settings.max_json_bytes)
-    app = web.Application(client_max_size=max_body, middlewares=[error_middleware(metrics)])
+    middleware = error_middleware(
+        metrics, detailed_fetch_errors=settings.fetch.allow_private_image_hosts
+    )
+    app = web.Application(client_max_size=max_body, middlewares=[middleware])
+    app.on_response_prepare.append(_plain_server_header)
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app.cleanup_ctx.extend(
@@ -155,5 +185,5 @@ def create_app(
             _batcher_ctx(settings),
         ]
     )
-    add_routes(app)
+    add_routes(app, with_metrics=settings.metrics_port is None)
     return app

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, web
 
-from query.errors import ApiError
+from query.errors import ApiError, shown
 
 CHUNK = 64 * 1024
 
@@ -46,12 +46,16 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
         chunks.append(chunk)
 
 
+def _malformed(exc: Exception) -> ApiError:
+    return ApiError(400, "bad_multipart", f"malformed multipart body: {str(exc)[:120]}")
+
+
 async def _read_multipart(request: web.Request, limit: int) -> PhotoSource:
     _check_declared_length(request, limit)
     try:
         reader = await request.multipart()
     except (ValueError, AssertionError, KeyError) as exc:
-        raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc}") from None
+        raise _malformed(exc) from None
     total = 0
     image: bytes | None = None
     try:
@@ -62,9 +66,9 @@ async def _read_multipart(request: web.Request, limit: int) -> PhotoSource:
             if not isinstance(part, BodyPartReader):
                 raise ApiError(400, "bad_multipart", "nested multipart bodies are not accepted")
             if part.name != "image":
-                raise ApiError(
-                    400, "unknown_field", f"unknown form field {part.name!r}; send only 'image'"
-                )
+                name = shown(part.name or "")
+                message = f"unknown form field {name}; send only 'image'"
+                raise ApiError(400, "unknown_field", message)
             if image is not None:
                 raise ApiError(400, "bad_multipart", "send exactly one 'image' field")
             chunks: list[bytes] = []
@@ -77,7 +81,7 @@ async def _read_multipart(request: web.Request, limit: int) -> PhotoSource:
     except ApiError:
         raise
     except (ValueError, AssertionError, RuntimeError, LookupError) as exc:
-        raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc}") from None
+        raise _malformed(exc) from None
     if image is None:
         raise ApiError(400, "missing_image", "the form has no 'image' field")
     return PhotoSource(data=image)
@@ -95,7 +99,9 @@ def _parse_json(body: bytes) -> PhotoSource:
         raise ApiError(
             400,
             "unknown_field",
-            f"unknown field(s) {', '.join(map(repr, unknown))}; filters and k are query parameters",
+            f"unknown field {shown(str(unknown[0]))}"
+            + (f" and {len(unknown) - 1} more" if len(unknown) > 1 else "")
+            + "; filters and k are query parameters",
         )
     if ("image_base64" in doc) == ("image_url" in doc):
         raise ApiError(400, "missing_image", "send exactly one of image_base64 and image_url")

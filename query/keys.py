@@ -9,6 +9,7 @@ from models.fetch import ImageFetcher
 from models.microbatch import MicroBatcher
 from models.photos import PhotoPipeline
 from models.store.types import VectorStore
+from query.admission import Admission
 from query.metrics import ApiMetrics
 from query.settings import ApiSettings
 
@@ -19,3 +20,4 @@ STORE = web.AppKey("store", VectorStore)
 FETCHER = web.AppKey("fetcher", ImageFetcher)
 PHOTOS = web.AppKey("photos", PhotoPipeline)
 BATCHER = web.AppKey("batcher", MicroBatcher)
+ADMISSION = web.AppKey("admission", Admission)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from multidict import MultiMapping
 
 from models.store.types import SearchFilters
-from query.errors import ApiError
+from query.errors import ApiError, shown
 from query.openapi import MAX_EXCLUDE, MAX_ID_LENGTH
 from query.settings import MAX_K
 
@@ -93,8 +93,11 @@ def parse_search_params(query: MultiMapping[str], default_k: int) -> SearchParam
     """k and filters from a query string; anything unknown or malformed is a 400, not a guess."""
     unknown = sorted(set(query) - KNOWN)
     if unknown:
+        more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
         raise ApiError(
-            400, "unknown_parameter", f"unknown query parameter(s): {', '.join(unknown)}"
+            400,
+            "unknown_parameter",
+            f"unknown query parameter {shown(unknown[0])}{more}; known: {', '.join(sorted(KNOWN))}",
         )
     category = _text(query, "category")
     if category is not None:

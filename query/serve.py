@@ -7,8 +7,11 @@ import logging
 import signal
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from query.app import create_app
+from query.keys import METRICS
+from query.metrics import ApiMetrics
 from query.settings import ApiSettings
 
 # aiohttp answers a request line it cannot parse itself, in plain text, before any middleware.
@@ -36,18 +39,39 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
     return runner, f"http://{shown}:{bound_port}"
 
 
+def metrics_app(metrics: ApiMetrics) -> web.Application:
+    """/metrics alone, for a port that only the monitoring network reaches."""
+
+    async def exposition(request: web.Request) -> web.Response:
+        body = metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", exposition)
+    return app
+
+
 async def serve(settings: ApiSettings) -> None:
     """Serve until SIGINT or SIGTERM, then close every resource."""
-    runner, url = await start_site(create_app(settings), settings.host, settings.port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"api: {url}/", flush=True)
+    app = create_app(settings)
+    runner, url = await start_site(app, settings.host, settings.port)
+    runners = [runner]
     try:
+        if settings.metrics_port is not None:
+            metrics_runner, metrics_url = await start_site(
+                metrics_app(app[METRICS]), settings.host, settings.metrics_port
+            )
+            runners.append(metrics_runner)
+            print(f"metrics: {metrics_url}/metrics", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"api: {url}/", flush=True)
         await stop.wait()
     finally:
-        await runner.cleanup()
+        for each in reversed(runners):
+            await each.cleanup()
 
 
 def run_api(settings: ApiSettings) -> None:

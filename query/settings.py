@@ -32,6 +32,16 @@ class ApiSettings(BaseSettings):
     decode_threads: int = Field(default=2, ge=1, le=64)
     # /readyz gives the store this long to answer.
     ready_timeout_s: float = Field(default=2.0, gt=0)
+    # Admission control: a search whose photo could not start decoding and embedding within
+    # this long is refused at once with 503 overloaded (query/admission.py).
+    queue_budget_ms: float = Field(default=1000.0, gt=0, le=60_000)
+    # The API's own pixel limit, apart from the indexer's: a 12 MP phone photo passes, and so
+    # does the usual 12 MP output of a 48 MP sensor.
+    api_max_image_pixels: int = Field(default=24_000_000, ge=1)
+    # The whole of one image_url fetch, redirects and its one retry included.
+    image_url_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    # Set to serve /metrics on this port instead of the public one (compose does).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
     embedding: ModelSettings = Field(default_factory=ModelSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)

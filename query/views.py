@@ -12,12 +12,13 @@ import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from models.fetch import FetchTimeout
 from models.microbatch import BatcherClosedError
 from models.schema import events_schema
 from models.store.types import Hit, ListingNotFound, StoreError
 from query.body import read_photo
-from query.errors import ApiError
-from query.keys import BATCHER, EMBEDDER, METRICS, PHOTOS, SETTINGS, STORE
+from query.errors import ApiError, OverloadedError
+from query.keys import ADMISSION, BATCHER, EMBEDDER, METRICS, PHOTOS, SETTINGS, STORE
 from query.openapi import MAX_ID_LENGTH, openapi_spec
 from query.page import add_page_routes
 from query.params import parse_search_params
@@ -63,28 +64,44 @@ def _listing_id(request: web.Request) -> str:
     return listing_id
 
 
-async def _embed(request: web.Request, data: bytes | None, url: str | None) -> np.ndarray:
+async def _fetch(request: web.Request, url: str) -> bytes:
+    timeout = request.app[SETTINGS].image_url_timeout_s
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.app[PHOTOS].fetch(url)
+    except TimeoutError:
+        raise FetchTimeout(f"image_url took longer than {timeout:g} s in all", url) from None
+
+
+async def _embed(request: web.Request, data: bytes) -> np.ndarray:
+    """The photo's embedding, if it can start within the queue budget (else 503 overloaded)."""
+    admission = request.app[ADMISSION]
     batcher = request.app[BATCHER]
     photos = request.app[PHOTOS]
-    if data is None:
-        assert url is not None
-        # Fetched before the photo is announced: a forming batch waits for a decode, not a
-        # download of unknown length.
-        data = await photos.fetch(url)
-    with batcher.announced():
-        image = await photos.decode(data)
-    try:
-        return await batcher.embed(image)
-    except BatcherClosedError as exc:
-        raise ApiError(503, "not_ready", str(exc)) from None
+    # Priced from its header before it queues: refusals of the header itself come back at once.
+    probe = await photos.probe(data)
+    async with admission.decoding(probe) as admitted:
+        with batcher.announced():
+            image = await photos.decode(data)
+    with admission.embedding():
+        try:
+            async with asyncio.timeout(max(0.0, admitted.answer_by - time.monotonic())):
+                return await batcher.embed(image)
+        except BatcherClosedError as exc:
+            raise ApiError(503, "not_ready", str(exc)) from None
+        except TimeoutError:
+            raise OverloadedError(admission.predicted_wait(), "deadline") from None
 
 
 async def search(request: web.Request) -> web.Response:
     start = time.perf_counter()
     settings = request.app[SETTINGS]
     params = parse_search_params(request.query, settings.default_k)
+    # Before the body is read: a service already over its budget refuses in microseconds.
+    request.app[ADMISSION].check_arrival()
     photo = await read_photo(request, settings.max_upload_bytes, settings.max_json_bytes)
-    vector = await _embed(request, photo.data, photo.url)
+    data = photo.data if photo.data is not None else await _fetch(request, str(photo.url))
+    vector = await _embed(request, data)
     store = request.app[STORE]
     hits = await _store_call(
         request, "search", store.search([vector.tolist()], params.k, params.filters)
@@ -158,14 +175,16 @@ async def event_schema(request: web.Request) -> web.Response:
     return web.json_response(events_schema())
 
 
-def add_routes(app: web.Application) -> None:
-    """Every route of the service, the search page (GET /, from query/static) included."""
+def add_routes(app: web.Application, *, with_metrics: bool = True) -> None:
+    """Every route of the service, the search page (GET /, from query/static) included;
+    /metrics unless it is served on a port of its own."""
     app.router.add_post("/v1/search", search)
     app.router.add_get("/v1/listings/{listing_id}", get_listing)
     app.router.add_get("/v1/listings/{listing_id}/similar", similar)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    if with_metrics:
+        app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/v1/schema/events", event_schema)
     add_page_routes(app)

@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.embedder import AsyncEmbedder, Embedder
+from models.fetch import ImageFetcher
 from models.settings import FetchSettings, ImageSettings, ModelSettings, StoreSettings
 from models.store.factory import open_store
 from models.store.types import ListingPoint, VectorStore, category_prefixes
@@ -237,11 +238,15 @@ def api_settings(tmp_path: Path, **overrides: Any) -> ApiSettings:
 
 @asynccontextmanager
 async def app_client(
-    settings: ApiSettings, store: VectorStore | None = None, *, own_model: bool = False
+    settings: ApiSettings,
+    store: VectorStore | None = None,
+    *,
+    own_model: bool = False,
+    fetcher: ImageFetcher | None = None,
 ) -> AsyncIterator[TestClient[Any, Any]]:
     """The real app on a loopback test server, sharing the process-wide model unless own_model."""
     runner = None if own_model else AsyncEmbedder(embedder())
-    app = create_app(settings, embedder=runner, store=store)
+    app = create_app(settings, embedder=runner, store=store, fetcher=fetcher)
     client: TestClient[Any, Any] = TestClient(
         TestServer(app, max_line_size=MAX_REQUEST_LINE, max_field_size=MAX_HEADER_FIELD)
     )

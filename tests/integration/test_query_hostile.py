@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import logging
 import socket
 import struct
+import time
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +19,7 @@ from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 from PIL import Image
 
+from models.fetch import ImageFetcher
 from models.settings import ImageSettings, StoreSettings
 from models.store.factory import open_store
 from models.store.types import VectorStore
@@ -248,51 +252,103 @@ async def test_malformed_bodies_are_400(client: Client) -> None:
         )
 
 
+async def expect_url_failure(resp: Any) -> dict[str, Any]:
+    """The one generic image_url answer; returns the error object."""
+    await expect_error(resp, 422, "image_url_failed")
+    error: dict[str, Any] = (await resp.json())["error"]
+    return error
+
+
 async def test_image_urls_at_loopback_and_metadata_addresses_are_refused(
     client: Client, image_server: ImageServer
 ) -> None:
     url = image_server.add("cat.jpg", jpeg_bytes(photo("chelsea")))
-    await expect_error(
-        await client.post("/v1/search", json={"image_url": url}), 400, "host_not_allowed"
-    )
+    refused = await expect_url_failure(await client.post("/v1/search", json={"image_url": url}))
+    # One code and a generic message: nothing says why, so answers cannot map the network.
+    assert set(refused) == {"code", "message"}
     assert image_server.count("cat.jpg") == 0
-    for refused in (
+    for address in (
         "http://169.254.169.254/latest/meta-data/",
         "http://[::1]/x.jpg",
         "http://10.0.0.8/x.jpg",
         "http://localhost:9/x.jpg",
         "http://[::ffff:169.254.169.254]/x.jpg",
     ):
-        await expect_error(
-            await client.post("/v1/search", json={"image_url": refused}), 400, "host_not_allowed"
-        )
+        resp = await client.post("/v1/search", json={"image_url": address})
+        assert await expect_url_failure(resp) == refused
     # Loopback spelled so that some resolvers read it as 127.0.0.1: refused one way or another.
     for disguised in ("http://2130706433/x.jpg", "http://127.1/x.jpg", "http://0x7f.0.0.1/x.jpg"):
         resp = await client.post("/v1/search", json={"image_url": disguised})
-        assert resp.status == 400
+        assert resp.status in {400, 422}
         code, _ = error_of(await resp.json())
-        assert code in {"host_not_allowed", "bad_url"}
+        assert code in {"image_url_failed", "bad_url"}
+    text = await (await client.get("/metrics")).text()
+    host_refusals = metric_value(
+        text, "lookalike_image_url_failures_total", {"reason": "host_not_allowed"}
+    )
+    assert host_refusals is not None and host_refusals >= 6
+
+
+async def test_closed_open_and_http_ports_answer_alike(
+    store: VectorStore, image_server: ImageServer, tmp_path: Path
+) -> None:
+    """No port-scan oracle: a closed port, a port that never speaks HTTP and a missing page get
+    the same answer. (A fetcher that may reach loopback stands in for the public internet.)"""
+    settings = api_settings(tmp_path, image_url_timeout_s=1.0)
+    fetcher = ImageFetcher(fetch_settings(True), max_bytes=MAX_IMAGE)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        targets = [
+            f"http://127.0.0.1:{free_port()}/x.jpg",
+            f"http://127.0.0.1:{silent.getsockname()[1]}/x.jpg",
+            image_server.url("missing.jpg"),
+        ]
+        async with app_client(settings, store, fetcher=fetcher) as c:
+            answers = [
+                await expect_url_failure(await c.post("/v1/search", json={"image_url": url}))
+                for url in targets
+            ]
+            text = await (await c.get("/metrics")).text()
+    await fetcher.close()
+    assert answers[0] == answers[1] == answers[2]
+    assert set(answers[0]) == {"code", "message"}
+    # The operator still sees each reason.
+    for reason in ("connection_error", "timeout", "http_status"):
+        assert metric_value(text, "lookalike_image_url_failures_total", {"reason": reason}) == 1
 
 
 async def test_image_url_failures_with_private_hosts_allowed(
     store: VectorStore, image_server: ImageServer, tmp_path: Path
 ) -> None:
     settings = api_settings(
-        tmp_path, images=ImageSettings(max_image_bytes=MAX_IMAGE), fetch=fetch_settings(True)
+        tmp_path,
+        images=ImageSettings(max_image_bytes=MAX_IMAGE),
+        fetch=fetch_settings(True).model_copy(update={"fetch_retries": 3, "fetch_backoff_s": 0}),
+        image_url_timeout_s=1.0,
     )
     missing = image_server.url("missing.jpg")
     text = image_server.add("page.html", b"<html>hi</html>", content_type="text/html")
     huge = image_server.add("huge.png", photo_bytes("chelsea"), content_type="image/png")
+    stalled = image_server.add("stalled.jpg", jpeg_bytes(photo("coffee")), delay_s=30)
+    flaky = image_server.add("flaky.jpg", status=503)
     async with app_client(settings, store) as c:
-        await expect_error(
-            await c.post("/v1/search", json={"image_url": missing}), 422, "image_url_failed"
-        )
+        # In development (private hosts allowed) the client is told why.
+        error = await expect_url_failure(await c.post("/v1/search", json={"image_url": missing}))
+        assert error["reason"] == "http_status" and "404" in error["detail"]
         await expect_error(
             await c.post("/v1/search", json={"image_url": text}), 415, "not_an_image"
         )
-        await expect_error(
-            await c.post("/v1/search", json={"image_url": huge}), 413, "image_too_large"
-        )
+        error = await expect_url_failure(await c.post("/v1/search", json={"image_url": huge}))
+        assert error["reason"] == "too_large"
+        # A stalled host costs the shopper the image_url budget, not the read timeouts.
+        started = time.monotonic()
+        error = await expect_url_failure(await c.post("/v1/search", json={"image_url": stalled}))
+        assert error["reason"] == "timeout"
+        assert time.monotonic() - started < 3
+        # The indexer may retry three times; a shopper's image_url is retried once at most.
+        await expect_url_failure(await c.post("/v1/search", json={"image_url": flaky}))
+        assert image_server.count("flaky.jpg") == 2
         assert_no_server_errors(await (await c.get("/metrics")).text())
 
 
@@ -347,3 +403,116 @@ async def test_a_wrong_content_type_on_a_valid_image_is_still_judged_by_its_byte
     assert resp.status == 200
     body = await resp.json()
     assert len(body["listings"]) == 1
+
+
+def multipart(part_headers: list[bytes], body: bytes = b"x") -> bytes:
+    """A raw one-part multipart body (boundary B) with exactly these part header lines."""
+    return b"--B\r\n" + b"\r\n".join(part_headers) + b"\r\n\r\n" + body + b"\r\n--B--\r\n"
+
+
+IMAGE_PART = b'Content-Disposition: form-data; name="image"; filename="a.jpg"'
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        pytest.param(
+            {"Content-Type": "multipart/form-data; boundary=B"},
+            multipart(
+                [b'Content-Disposition: form-data; name="image"; filename="' + b"a" * 17_000 + b'"']
+            ),
+            id="filename-of-17000-characters",
+        ),
+        pytest.param(
+            {"Content-Type": "multipart/form-data; boundary=B"},
+            multipart([IMAGE_PART] + [b"X-Part-%d: v" % i for i in range(600)]),
+            id="600-part-headers",
+        ),
+        pytest.param(
+            {"Content-Type": "multipart/form-data; boundary=B"},
+            multipart([IMAGE_PART, b"a part header line without a colon"]),
+            id="header-without-colon",
+        ),
+        pytest.param(
+            {"Content-Type": "multipart/form-data; boundary=B"},
+            multipart([IMAGE_PART, b"X-Nul: a\x00b"]),
+            id="nul-in-part-header",
+        ),
+        pytest.param(
+            {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            b'{"image_url": "not gzip at all"}',
+            id="bad-gzip-body",
+        ),
+        pytest.param(
+            {"Content-Type": "application/json", "Content-Encoding": "deflate"},
+            b"\x78\x9c this is no deflate stream",
+            id="bad-deflate-body",
+        ),
+        pytest.param(
+            {"Content-Type": "multipart/form-data; boundary=B", "Content-Encoding": "gzip"},
+            multipart([IMAGE_PART]),
+            id="bad-gzip-multipart",
+        ),
+    ],
+)
+async def test_what_aiohttp_parsers_refuse_is_a_json_400(
+    client: Client, caplog: pytest.LogCaptureFixture, headers: dict[str, str], body: bytes
+) -> None:
+    caplog.set_level(logging.INFO)
+    resp = await client.post("/v1/search", data=body, headers=headers)
+    message = await expect_error(resp, 400, "bad_request")
+    assert len(message) < 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+async def test_host_names_idna_refuses_are_bad_urls(client: Client) -> None:
+    for url in ("http://a..b/x.jpg", f"http://{'a' * 64}.example/x.jpg", "http://.example/x"):
+        await expect_error(await client.post("/v1/search", json={"image_url": url}), 400, "bad_url")
+
+
+async def test_errors_quote_little_of_the_input(client: Client) -> None:
+    names = "&".join(f"parameter{i}=1" for i in range(400))
+    resp = await client.get(f"/v1/listings/P-coffee/similar?{names}")
+    message = await expect_error(resp, 400, "unknown_parameter")
+    assert len(await resp.read()) < 1000, message
+    form = FormData()
+    form.add_field("x" * 5000, b"\xff\xd8", filename="a.jpg")
+    resp = await client.post("/v1/search", data=form)
+    await expect_error(resp, 400, "unknown_field")
+    assert len(await resp.read()) < 1000
+
+
+async def test_no_version_in_the_server_header(client: Client) -> None:
+    for resp in (
+        await client.get("/healthz"),
+        await client.get("/v2/nothing"),
+        await client.post("/v1/search", data=b"{", headers={"Content-Type": "application/json"}),
+    ):
+        assert resp.headers["Server"] == "lookalike"
+
+
+async def test_a_client_hanging_up_mid_body_is_info_not_500(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    _reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"POST /v1/search HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 200000\r\n\r\n"
+        + multipart([IMAGE_PART], b"\xff\xd8" + b"x" * 5000)[:4000]
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    closed = {"route": "/v1/search", "method": "POST", "status": "499"}
+    deadline = time.monotonic() + 10
+    count = None
+    while time.monotonic() < deadline:
+        text = await (await client.get("/metrics")).text()
+        count = metric_value(text, "lookalike_http_request_duration_seconds_count", closed)
+        if count:
+            break
+        await asyncio.sleep(0.05)
+    assert count == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert any("client disconnected" in r.getMessage() for r in caplog.records)
