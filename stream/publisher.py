@@ -24,6 +24,7 @@ class ListingPublisher:
         self,
         bootstrap: str,
         topic: str = "listings",
+        *,
         on_delivered: Callable[[int], object] | None = None,
         **config: Any,
     ) -> None:
