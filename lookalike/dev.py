@@ -18,6 +18,7 @@ from aiohttp import web
 from tqdm import tqdm
 
 from lookalike.demo import DemoCatalog, build_catalog
+from lookalike.health import include_worker
 from models.embedder import AsyncEmbedder
 from models.events import ListingDeleted, ListingUpserted
 from models.fetch import ImageFetcher
@@ -28,6 +29,8 @@ from query.app import create_app
 from query.serve import start_site
 from query.settings import ApiSettings
 from stream.broker import DevBroker
+from stream.health import HealthPolicy, WorkerHealth
+from stream.metrics import WorkerMetrics
 from stream.publisher import ListingPublisher
 from stream.resources import WorkerResources
 from stream.settings import StreamSettings, WorkerSettings
@@ -66,7 +69,8 @@ def dev_settings(options: DevOptions, bootstrap: str) -> DevSettings:
     model = ModelSettings()
     store = StoreSettings(index_path=options.data / "index", qdrant_url=options.qdrant_url)
     worker = WorkerSettings(
-        stream=StreamSettings(data_dir=str(options.data / "worker")),
+        # No port of the worker's own: the stack's /readyz and /metrics answer for it.
+        stream=StreamSettings(data_dir=str(options.data / "worker"), worker_port=None),
         broker=BrokerSettings(broker=bootstrap),
         model=model,
         fetch=FetchSettings(allow_private_image_hosts=True),
@@ -133,7 +137,11 @@ def _photo_server(directory: Path) -> web.Application:
 
 @asynccontextmanager
 async def _worker(
-    settings: WorkerSettings, embedder: AsyncEmbedder, store: VectorStore
+    settings: WorkerSettings,
+    embedder: AsyncEmbedder,
+    store: VectorStore,
+    health: WorkerHealth,
+    metrics: WorkerMetrics,
 ) -> AsyncIterator[None]:
     fetcher = ImageFetcher(settings.fetch, max_bytes=settings.images.max_image_bytes)
     decode_pool = ThreadPoolExecutor(
@@ -148,11 +156,12 @@ async def _worker(
         # Shared with the API: closed here, after both stopped, not by the worker.
         owned=False,
         decode_pool=decode_pool,
+        metrics=metrics,
     )
     try:
         async with AsyncExitStack() as stack:
             stack.callback(log.info, "worker_stopped")
-            await stack.enter_async_context(running_worker(settings, resources))
+            await stack.enter_async_context(running_worker(settings, resources, health))
             log.info("worker_started", group=settings.stream.group_id)
             yield
     finally:
@@ -248,8 +257,15 @@ async def run_dev(options: DevOptions, out: TextIO | None = None) -> None:
             )
             photos_url = f"{photo_site}{PHOTO_ROUTE}"
         app = create_app(settings.api, embedder=embedder, store=store)
+        # One process, one /readyz: the worker's state (a crashed worker is not ready) and its
+        # metrics are the stack's too.
+        health = WorkerHealth(HealthPolicy.from_settings(settings.worker.stream))
+        worker_metrics = WorkerMetrics()
+        include_worker(app, health, worker_metrics)
         url = await stack.enter_async_context(_site(app, settings.api.host, settings.api.port))
-        await stack.enter_async_context(_worker(settings.worker, embedder, store))
+        await stack.enter_async_context(
+            _worker(settings.worker, embedder, store, health, worker_metrics)
+        )
         print(f"search: {url}/", file=out, flush=True)
         if own_broker is not None:
             print(f"broker: {bootstrap}", file=out, flush=True)

@@ -12,9 +12,11 @@ import structlog
 from mode.types.signals import BaseSignalT
 
 from stream.adapters import TopicDeadLetters, TopicRetries, incoming
+from stream.health import WorkerHealth
 from stream.indexer import Incoming, ListingIndexer
 from stream.lanes import Lanes
 from stream.maintenance import Maintenance
+from stream.metrics import WorkerMetrics
 from stream.offsets import HoleWatch, InOrder, bound_shutdown, guard_commits
 from stream.resources import WorkerResources
 from stream.settings import WorkerSettings
@@ -27,10 +29,21 @@ MAX_RETRY_WAIT_S = 3600.0
 
 
 def create_app(
-    settings: WorkerSettings, resources: WorkerResources | None = None, **faust_options: Any
+    settings: WorkerSettings,
+    resources: WorkerResources | None = None,
+    *,
+    health: WorkerHealth | None = None,
+    metrics: WorkerMetrics | None = None,
+    **faust_options: Any,
 ) -> faust.App:
-    """The indexer app. `resources` (model, store, fetcher) are built on first use unless given."""
+    """The indexer app. `resources` (model, store, fetcher) are built on first use unless given;
+    `health` is told the app's state and each event's work; `metrics` (the resources' own when
+    they are given) are counted into."""
     s, b = settings.stream, settings.broker
+    if resources is not None:
+        metrics = resources.metrics
+    metrics = metrics or WorkerMetrics()
+    health = health or WorkerHealth()
     app = faust.App(
         s.group_id,
         broker=[f"kafka://{host}" for host in b.broker.split(",")],
@@ -49,15 +62,18 @@ def create_app(
         broker_commit_interval=s.commit_interval_s,
         consumer_auto_offset_reset="earliest",
         producer_partitioner=None,
-        web_enabled=s.web_port is not None,
-        web_port=s.web_port or 6066,
-        web_host="127.0.0.1",
+        # The worker's port is stream.status, not Faust's web server.
+        web_enabled=False,
         **faust_options,
     )
     listings = app.topic(b.topic, key_type=bytes, value_type=bytes, partitions=b.topic_partitions)
     retry = app.topic(b.retry_topic, key_type=bytes, value_type=bytes, partitions=1)
     dlq = app.topic(b.dlq_topic, key_type=bytes, value_type=bytes, partitions=1)
-    runtime = _Runtime(app, settings, resources, TopicDeadLetters(dlq), TopicRetries(retry))
+    health.watch(app)
+    metrics.live = health.live
+    runtime = _Runtime(
+        app, settings, resources, metrics, health, TopicDeadLetters(dlq), TopicRetries(retry)
+    )
     # Events are applied in log order and none is skipped, whatever faust's consumer does.
     in_order = InOrder(app)
     hole_watch = HoleWatch(app, b.topic, in_order)
@@ -132,6 +148,7 @@ class _Running:
     indexer: ListingIndexer
     lanes: Lanes
     maintenance: Maintenance
+    health: WorkerHealth
 
     async def submit(
         self, stream: faust.StreamT[bytes], event: faust.EventT[bytes], message: Incoming
@@ -140,9 +157,15 @@ class _Running:
         key: object = message.key if message.key is not None else object()
 
         async def work() -> None:
-            await self.indexer.handle(message)
-            # Acked only once the store (or the DLQ or retry topic) acknowledged the outcome.
-            await stream.ack(event)
+            # Counted from its turn in the lane: an event queued behind its listing's previous
+            # one is not stalled, the one ahead of it is.
+            self.health.began()
+            try:
+                await self.indexer.handle(message)
+                # Acked only once the store (or the DLQ or retry topic) acknowledged the outcome.
+                await stream.ack(event)
+            finally:
+                self.health.finished()
 
         await self.lanes.submit(key, work)
 
@@ -155,12 +178,16 @@ class _Runtime:
         app: faust.App,
         settings: WorkerSettings,
         resources: WorkerResources | None,
+        metrics: WorkerMetrics,
+        health: WorkerHealth,
         dead_letters: TopicDeadLetters,
         retries: TopicRetries,
     ) -> None:
         self._app = app
         self._settings = settings
         self._resources = resources
+        self._metrics = metrics
+        self._health = health
         self._dead_letters = dead_letters
         self._retries = retries
         self._lock = asyncio.Lock()
@@ -171,11 +198,13 @@ class _Runtime:
         async with self._lock:
             if self.ready is None:
                 if self._resources is None:
-                    self._resources = await WorkerResources.open(self._settings)
+                    self._resources = await WorkerResources.open(self._settings, self._metrics)
                 resources = self._resources
                 indexer = resources.indexer(self._dead_letters, self._retries)
                 lanes = Lanes(self._settings.stream.max_in_flight, self._crash)
-                self.ready = _Running(indexer, lanes, Maintenance(resources.store, indexer))
+                maintenance = Maintenance(resources.store, indexer)
+                self.ready = _Running(indexer, lanes, maintenance, self._health)
+                self._health.loaded(indexer.persist.outage)
             return self.ready
 
     def _crash(self, error: BaseException) -> None:

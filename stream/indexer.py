@@ -305,8 +305,8 @@ class ListingIndexer:
 
     def _applied(self, event: ListingEvent, outcome: Outcome, failed: int = 0) -> Outcome:
         self.metrics.count(outcome)
-        lag = (datetime.now(UTC) - event.occurred_at).total_seconds()
-        self.metrics.lag.observe(max(lag, 0.0))
+        freshness = (datetime.now(UTC) - event.occurred_at).total_seconds()
+        self.metrics.freshness.observe(max(freshness, 0.0))
         self.writes_since_optimize += 1
         self.last_write_at = time.monotonic()
         log.debug(
@@ -332,7 +332,7 @@ class ListingIndexer:
         await self.persist.call(
             "broker", lambda: self.dead_letters.send(message, reason, stage, attempts, detail)
         )
-        self.metrics.count("dead_lettered")
+        self.metrics.dead_lettered(reason, stage)
         log.warning(
             "event_dead_lettered",
             reason=reason,

@@ -428,3 +428,35 @@ def bound_shutdown(app: Any, budget_s: float = 4.0) -> None:
     producer.flush = bounded("producer_flush", producer.flush, True)
     producer.on_stop = bounded("producer_stop", producer.on_stop, False)
     consumer._lookalike_bounded = True
+
+
+def _aiokafka_consumer(consumer: Any) -> Any:
+    """The aiokafka consumer under Faust's, or None while it is not started."""
+    try:
+        return consumer._thread._ensure_consumer()
+    except Exception:  # not started yet, or stopped
+        return None
+
+
+def partition_states(consumer: Any) -> list[tuple[TP, int | None, int | None, float | None]]:
+    """Per assigned partition, read only (stream.health): the first offset the group owes (its
+    committed offset, else the log start once known), the log end from the last fetch, and when
+    (unix seconds) the broker last answered a fetch of it; None where not known yet."""
+    inner = _aiokafka_consumer(consumer)
+    if inner is None:
+        return []
+    try:
+        assigned = list(inner.assignment())
+    except Exception:  # between a revoke and an assignment
+        return []
+    states: list[tuple[TP, int | None, int | None, float | None]] = []
+    for tp in assigned:
+        tp = TP(tp.topic, tp.partition)
+        try:
+            # aiokafka updates it with each fetch response, records or not (its public API).
+            polled_ms = inner.last_poll_timestamp(tp)
+        except Exception:  # revoked meanwhile
+            polled_ms = None
+        polled = polled_ms / 1000 if polled_ms else None
+        states.append((tp, _known_owed(consumer, tp), _log_end(consumer, tp), polled))
+    return states

@@ -52,8 +52,14 @@ class StreamSettings(BaseSettings):
     optimize_check_every_s: float = Field(default=5.0, gt=0)
     # How often the worker looks for events Faust dropped around a rebalance (see stream.offsets).
     hole_check_every_s: float = Field(default=5.0, gt=0)
-    # Faust's own web server: off by default, so workers never clash on port 6066.
-    web_port: int | None = None
+    # The worker's own /healthz, /readyz and /metrics (stream.status); unset: not served. Faust's
+    # web server is never started.
+    worker_port: int | None = Field(default=None, ge=0, le=65535)
+    worker_host: str = "127.0.0.1"
+    # /readyz: with nothing in flight, the broker must have answered a fetch within this ...
+    ready_poll_stale_s: float = Field(default=8.0, gt=0)
+    # ... and with events in flight, one must have finished within this.
+    ready_stall_s: float = Field(default=10.0, gt=0)
     # Where Faust keeps its local state (table directory).
     data_dir: str = "data/worker"
 

@@ -8,10 +8,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import faust
+from mode import Service
 
 from stream.app import create_app
+from stream.health import HealthPolicy, WorkerHealth
+from stream.metrics import WorkerMetrics
 from stream.resources import WorkerResources
 from stream.settings import WorkerSettings
+from stream.status import StatusServer
 from stream.topics import prepare_topics
 
 
@@ -23,15 +27,31 @@ class _EmbeddedWorker(faust.Worker):
         return None
 
 
+def _status(
+    settings: WorkerSettings, health: WorkerHealth, metrics: WorkerMetrics
+) -> list[Service]:
+    """The worker's HTTP port, when LOOKALIKE_WORKER_PORT asks for one."""
+    s = settings.stream
+    if s.worker_port is None:
+        return []
+    return [StatusServer(health, metrics, s.worker_host, s.worker_port)]
+
+
 @asynccontextmanager
 async def running_worker(
-    settings: WorkerSettings, resources: WorkerResources | None = None
+    settings: WorkerSettings,
+    resources: WorkerResources | None = None,
+    health: WorkerHealth | None = None,
 ) -> AsyncIterator[faust.App]:
-    """Start the indexer in this event loop (tests, the embedded dev stack); stop it on exit."""
+    """Start the indexer in this event loop (tests, the embedded dev stack); stop it on exit.
+    `health` follows it (the dev stack shows it in its own /readyz)."""
     settings = await asyncio.to_thread(prepare_topics, settings)
-    app = create_app(settings, resources)
+    health = health or WorkerHealth(HealthPolicy.from_settings(settings.stream))
+    metrics = resources.metrics if resources is not None else WorkerMetrics()
+    app = create_app(settings, resources, health=health, metrics=metrics)
     worker = _EmbeddedWorker(
         app,
+        *_status(settings, health, metrics),
         loop=asyncio.get_running_loop(),
         loglevel="WARNING",
         override_logging=False,
@@ -52,9 +72,12 @@ def run_worker(settings: WorkerSettings, loglevel: str = "INFO", **worker_option
     settings = prepare_topics(settings)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    app = create_app(settings)
+    health = WorkerHealth(HealthPolicy.from_settings(settings.stream))
+    metrics = WorkerMetrics()
+    app = create_app(settings, health=health, metrics=metrics)
     worker = faust.Worker(
         app,
+        *_status(settings, health, metrics),
         loop=loop,
         loglevel=loglevel,
         override_logging=False,
