@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,7 +24,9 @@ from models.settings import (
     ModelSettings,
     StoreSettings,
 )
+from query.metrics import ApiMetrics
 from query.settings import ApiSettings
+from stream.metrics import WorkerMetrics, metric_names
 from stream.settings import StreamSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,3 +133,92 @@ def test_every_service_command_is_a_cli_subcommand(compose: dict[str, Any]) -> N
     api = parser.parse_args(compose["services"]["api"]["command"])
     ports = compose["services"]["api"]["ports"]
     assert any(str(p).endswith(f":{api.port}") for p in ports), (ports, api.port)
+
+
+# --- monitoring: Prometheus and Grafana behind the `monitoring` profile --------------------------
+
+MONITORING = ROOT / "monitoring"
+DASHBOARDS = MONITORING / "grafana" / "dashboards"
+METRIC = re.compile(r"\blookalike_[a-z0-9_]+\b")
+
+
+def _worker_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in _lookalike_services(compose).items() if s["command"][0] == "worker"}
+
+
+def _defined_metrics() -> set[str]:
+    return metric_names(WorkerMetrics().registry) | metric_names(ApiMetrics().registry)
+
+
+def _dashboard_exprs() -> list[str]:
+    exprs: list[str] = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        exprs += [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    return exprs
+
+
+def _alert_exprs() -> list[str]:
+    rules = yaml.safe_load((MONITORING / "alerts.yml").read_text())
+    return [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+
+
+def test_monitoring_runs_only_with_its_profile_and_mounts_files_that_exist(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    assert services["prometheus"]["profiles"] == ["monitoring"]
+    assert services["grafana"]["profiles"] == ["monitoring"]
+    monitoring = {n for n, s in services.items() if "monitoring" in s.get("profiles", [])}
+    assert monitoring == {"prometheus", "grafana"}
+    for name in monitoring:
+        for volume in services[name]["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), (name, source)
+
+
+def test_every_worker_serves_its_port_and_prometheus_scrapes_it(compose: dict[str, Any]) -> None:
+    prometheus = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    discovered = jobs["lookalike-worker"]["dns_sd_configs"]
+    workers = _worker_services(compose)
+    assert {"worker", "worker-gpu"} <= set(workers)
+    for name, service in workers.items():
+        port = int(service["environment"]["LOOKALIKE_WORKER_PORT"])
+        assert service["environment"]["LOOKALIKE_WORKER_HOST"] == "0.0.0.0", name
+        assert any(name in sd["names"] and sd["port"] == port for sd in discovered), name
+        assert f"127.0.0.1:{port}/readyz" in " ".join(service["healthcheck"]["test"]), name
+    api = build_parser().parse_args(compose["services"]["api"]["command"])
+    assert jobs["lookalike-api"]["static_configs"][0]["targets"] == [f"api:{api.port}"]
+    assert prometheus["rule_files"] == ["/etc/prometheus/alerts.yml"]
+
+
+def test_dashboards_and_alerts_query_only_metrics_the_code_defines() -> None:
+    defined = _defined_metrics()
+    exprs = _dashboard_exprs() + _alert_exprs()
+    assert exprs
+    used = {name for expr in exprs for name in METRIC.findall(expr)}
+    assert used - defined == set(), "queries of metrics that no code defines"
+    # Every indexer metric is on the dashboard.
+    worker_families = {family.name for family in WorkerMetrics().registry.collect()}
+    on_dashboard = " ".join(_dashboard_exprs())
+    missing = {f for f in worker_families if not re.search(rf"\b{f}(_\w+)?\b", on_dashboard)}
+    assert missing == set(), "indexer metrics missing from the dashboard"
+
+
+def test_dashboards_use_the_provisioned_datasource() -> None:
+    provisioned = yaml.safe_load(
+        (MONITORING / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
+    uids = {source["uid"] for source in provisioned["datasources"]}
+    providers = yaml.safe_load(
+        (MONITORING / "grafana" / "provisioning" / "dashboards" / "lookalike.yml").read_text()
+    )
+    assert [p["options"]["path"] for p in providers["providers"]] == ["/var/lib/grafana/dashboards"]
+    for path in DASHBOARDS.glob("*.json"):
+        dashboard = json.loads(path.read_text())
+        for panel in dashboard["panels"]:
+            assert panel["datasource"]["uid"] in uids, (path.name, panel["title"])
+            for target in panel["targets"]:
+                assert target["datasource"]["uid"] in uids, (path.name, panel["title"])
