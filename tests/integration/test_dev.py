@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import selectors
 import signal
 import socket
@@ -213,6 +214,18 @@ def test_demo_catalog_is_served_indexed_and_edited_live(
         )
 
     _wait(edits_applied, 60, "the demo's live edits", stack)
+    # One process, one /readyz and /metrics: the worker's state and counts are the stack's.
+    status, readiness = _http(f"{base}readyz")
+    assert status == 200, readiness
+    assert readiness["worker"]["ready"] is True, readiness
+    assert readiness["worker"]["partitions"], readiness
+    with urllib.request.urlopen(f"{base}metrics", timeout=10) as response:
+        exposition = response.read().decode()
+    indexed = re.search(
+        r'^lookalike_indexer_events_total\{outcome="indexed"\} (\S+)$', exposition, re.M
+    )
+    assert indexed is not None and float(indexed.group(1)) >= DEMO_SIZE, exposition[-2000:]
+    assert "lookalike_http_request_duration_seconds_bucket" in exposition
     edited = {edit.listing.listing_id: edit.listing for edit in catalog.edits}
     for listing in catalog.listings:
         status, shown = _http(f"{base}v1/listings/{listing.listing_id}")
@@ -345,6 +358,8 @@ def test_dev_on_a_given_broker_without_demo(broker: DevBroker, tmp_path: Path) -
             return bool(status == 200)
 
         _wait(ready, 30, "/readyz", stack)
+        status, readiness = _http(f"{base}readyz")
+        assert readiness["worker"]["ready"] is True, readiness  # idle, and polling the broker
         # It announced no broker of its own, and started none.
         assert _read_announcements(process, 1.0, count=1) == []
         assert _tansu_pids(broker.bootstrap) == [pid for pid in [broker.pid] if pid]
