@@ -31,6 +31,15 @@ class _Included(Collector):
         return iter(self._registry.collect())
 
 
+def _json_object(raw: object) -> dict[str, Any]:
+    """The API's readiness body as an object, or an empty one if it is not one."""
+    try:
+        value = json.loads(raw) if isinstance(raw, bytes) else None
+    except ValueError:
+        value = None
+    return value if isinstance(value, dict) else {}
+
+
 def _worker_readiness(health: WorkerHealth) -> Middleware:
     """/readyz of the stack: the API's answer, and 503 while the worker is not ready."""
 
@@ -41,7 +50,7 @@ def _worker_readiness(health: WorkerHealth) -> Middleware:
             return response
         # The API is ready (else its handler raised its own 503, answered as it is).
         verdict = health.check()
-        body: dict[str, Any] = json.loads(response.body) if isinstance(response.body, bytes) else {}
+        body = _json_object(response.body)
         body["worker"] = verdict.body()
         if verdict.ready:
             return web.json_response(body, status=response.status)

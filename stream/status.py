@@ -1,11 +1,12 @@
-"""The worker's HTTP port (/healthz, /readyz, /metrics): a small aiohttp app, run as a service of
-the Faust worker, which starts it before the app and stops it after.
+"""The worker's HTTP port: /healthz, /readyz and /metrics, served while the worker runs.
 
-Not Faust's own web server: that one starts only once the app has joined its group and
-recovered its tables, so a probe would find no port at all while the worker starts, and it
-serves Faust's own views (/router, /table, /stats) besides. A crashed app stops the worker
-process, and the port with it; the embedded stack (`lookalike dev`) reads the same WorkerHealth
-in its own /readyz instead (lookalike.health)."""
+A small aiohttp app, run as a mode service of the Faust worker (which starts it before the app
+and stops it after), rather than Faust's own web server: that one serves Faust's views besides
+(/, /router, /table, /stats), is started by the app's boot strategy only in its server role,
+and takes its routes as Faust View classes; three aiohttp handlers are simpler, and testable
+without a Faust app. A crashed app stops the worker process, and the port with it; the embedded
+stack (`lookalike dev`) reads the same WorkerHealth in its own /readyz instead
+(lookalike.health)."""
 
 from __future__ import annotations
 
