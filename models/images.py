@@ -242,3 +242,27 @@ def decode_image(data: bytes, limits: ImageLimits, min_side: int | None = None) 
         return _to_rgb(img)
     except _DECODE_ERRORS as e:
         raise TruncatedImage(f"cannot convert {img.format} pixels from mode {img.mode}: {e}") from e
+
+
+def fit_image(image: Image.Image, size: int, crop_padding: int = 0) -> Image.Image:
+    """The RGB (size, size) centre crop of `image` after its shorter side is resized to
+    size + crop_padding; an image already fitted is returned as is."""
+    img = image if image.mode == "RGB" else image.convert("RGB")
+    w, h = img.size
+    if w == h == size:
+        return img
+    short = size + crop_padding
+    scale = short / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    # reducing_gap lets Pillow shrink big phone photos by cheap integer reduction first.
+    img = img.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def decode_fitted(
+    data: bytes, limits: ImageLimits, size: int, crop_padding: int = 0
+) -> Image.Image:
+    """`data` decoded within `limits` and fitted to the model's (size, size) input. A plain
+    function of picklable arguments, so that it runs in a decode process as well as a thread."""
+    return fit_image(decode_image(data, limits, size + crop_padding), size, crop_padding)

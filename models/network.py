@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as nnf
 
-from models.images import ImageLimits, decode_image
+from models.images import ImageLimits, decode_fitted, fit_image
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -68,21 +68,11 @@ class Preprocessing:
     def load(self, data: bytes, limits: ImageLimits) -> Image.Image:
         """Image bytes decoded safely and fitted: the blocking half of preprocessing, for the
         decode threads, so the inference thread only stacks and scales."""
-        return self.fit(decode_image(data, limits, self.decode_size))
+        return decode_fitted(data, limits, self.size, self.crop_padding)
 
     def fit(self, image: Image.Image) -> Image.Image:
         """The RGB (size, size) crop the model sees; an image already fitted is returned as is."""
-        img = image if image.mode == "RGB" else image.convert("RGB")
-        w, h = img.size
-        if w == h == self.size:
-            return img
-        short = self.size + self.crop_padding
-        scale = short / min(w, h)
-        nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
-        # reducing_gap lets Pillow shrink big phone photos by cheap integer reduction first.
-        img = img.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=3.0)
-        left, top = (nw - self.size) // 2, (nh - self.size) // 2
-        return img.crop((left, top, left + self.size, top + self.size))
+        return fit_image(image, self.size, self.crop_padding)
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         """One image as a (size, size, 3) uint8 array."""

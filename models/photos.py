@@ -11,7 +11,7 @@ from typing import Protocol
 
 from PIL import Image
 
-from models.images import ImageLimits, ImageProbe, content_hash, probe_image
+from models.images import ImageLimits, ImageProbe, content_hash, decode_fitted, probe_image
 from models.network import Preprocessing
 
 # Below this, sha256 takes about a millisecond: cheaper on the loop than a hop to a pool that
@@ -37,7 +37,8 @@ class PhotoFetcher(Protocol):
 
 
 class PhotoPipeline:
-    """Fetch, hash and decode photos; decoding runs on `pool`, never on the event loop.
+    """Fetch, hash and decode photos; decoding runs on `pool` (threads or processes), never on
+    the event loop.
 
     Header probes run on `probe_pool` (default: `pool`): one of their own lets a caller price a
     photo while every decode thread is busy. The pools belong to the caller, who shuts them
@@ -67,7 +68,9 @@ class PhotoPipeline:
     async def decode(self, data: bytes) -> Image.Image:
         """The model-sized RGB image, decoded within the limits on the pool; an ImageError
         subclass for anything unacceptable."""
-        call = partial(self._preprocessing.load, data, self._limits)
+        pre = self._preprocessing
+        # A plain function of picklable arguments: `pool` may be a process pool.
+        call = partial(decode_fitted, data, self._limits, pre.size, pre.crop_padding)
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     async def probe(self, data: bytes) -> ImageProbe:

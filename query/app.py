@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import multiprocessing
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
 from aiohttp import web
 
+from models.allocator import keep_big_blocks_mapped
 from models.embedder import AsyncEmbedder, Embedder
 from models.fetch import ImageFetcher
 from models.images import ImageLimits
@@ -85,20 +88,44 @@ def _fetcher_ctx(settings: ApiSettings, given: ImageFetcher | None) -> CleanupCt
     return ctx
 
 
+def _decode_pool(settings: ApiSettings) -> Executor:
+    """The decoders of uploads. Processes by default: some of Pillow's codecs (WebP) hold the
+    GIL for a hundred milliseconds at a time, which in a thread stalls the event loop and every
+    answer with it, the fast 503s of admission control included. A process also keeps the big
+    buffers of a decode out of the service's own heap. Spawned, never forked: the parent runs
+    torch's threads."""
+    if not settings.decode_processes:
+        return ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
+    return ProcessPoolExecutor(
+        max_workers=settings.decode_threads,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=keep_big_blocks_mapped,
+    )
+
+
+async def _start_decoders(pool: Executor, workers: int) -> None:
+    # A process pool starts its processes on first use; no search should wait for that.
+    loop = asyncio.get_running_loop()
+    starts = [loop.run_in_executor(pool, keep_big_blocks_mapped) for _ in range(workers)]
+    await asyncio.gather(*starts)
+
+
 def _photos_ctx(settings: ApiSettings) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        # Decode threads of the app's own: a burst of uploads must not queue behind, or hold up,
-        # the default executor, where image_url fetches resolve their host names.
-        pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
-        # Header probes price a photo for admission control while every decode thread is busy.
+        keep_big_blocks_mapped()
+        # Decoders of the app's own: a burst of uploads must not queue behind, or hold up, the
+        # default executor, where image_url fetches resolve their host names.
+        pool = _decode_pool(settings)
+        # Header probes price a photo for admission control while every decoder is busy.
         probes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe")
-        limits = ImageLimits(
-            max_bytes=settings.images.max_image_bytes, max_pixels=settings.api_max_image_pixels
-        )
-        app[PHOTOS] = PhotoPipeline(
-            app[FETCHER], pool, app[EMBEDDER].embedder.preprocessing, limits, probe_pool=probes
-        )
         try:
+            await _start_decoders(pool, settings.decode_threads)
+            limits = ImageLimits(
+                max_bytes=settings.images.max_image_bytes, max_pixels=settings.api_max_image_pixels
+            )
+            app[PHOTOS] = PhotoPipeline(
+                app[FETCHER], pool, app[EMBEDDER].embedder.preprocessing, limits, probe_pool=probes
+            )
             yield
         finally:
             pool.shutdown(wait=False, cancel_futures=True)

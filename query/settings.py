@@ -28,8 +28,11 @@ class ApiSettings(BaseSettings):
     batch_max_size: int | None = Field(default=None, ge=1, le=1024)
     # ... and at most this long spent waiting for photos that are still being decoded.
     batch_max_wait_ms: float = Field(default=4.0, ge=0, le=1000)
-    # Threads that decode uploads; decoding never runs on the event loop.
+    # Decoders of uploads; decoding never runs on the event loop ...
     decode_threads: int = Field(default=2, ge=1, le=64)
+    # ... and runs in that many processes rather than threads, so that a codec holding the GIL
+    # cannot stall the event loop (query/app.py).
+    decode_processes: bool = True
     # /readyz gives the store this long to answer.
     ready_timeout_s: float = Field(default=2.0, gt=0)
     # Admission control: a search whose photo could not start decoding and embedding within

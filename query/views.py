@@ -78,9 +78,11 @@ async def _embed(request: web.Request, data: bytes) -> np.ndarray:
     admission = request.app[ADMISSION]
     batcher = request.app[BATCHER]
     photos = request.app[PHOTOS]
+    arrived = time.monotonic()
     # Priced from its header before it queues: refusals of the header itself come back at once.
-    probe = await photos.probe(data)
-    async with admission.decoding(probe) as admitted:
+    with admission.probing():
+        probe = await photos.probe(data)
+    async with admission.decoding(probe, arrived) as admitted:
         with batcher.announced():
             image = await photos.decode(data)
     with admission.embedding():
