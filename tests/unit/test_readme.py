@@ -44,3 +44,19 @@ def test_ci_runs_the_readme_test_command() -> None:
     ]
     assert ci[-1] == "make test"
     assert "make test" in README
+
+
+def _literal_codes() -> set[str]:
+    """Every string literal in the modules that make API errors: the codes they can answer."""
+    sources = [*(ROOT / "query").glob("*.py"), ROOT / "models" / "images.py"]
+    return {m for path in sources for m in re.findall(r'"([a-z_]+)"', path.read_text())}
+
+
+def test_the_error_table_lists_only_codes_the_service_answers() -> None:
+    section = README.split("### Errors, overload and what a client is told", 1)[1]
+    table = section.split("\n\n", 2)[1]
+    listed = set(
+        re.findall(r"`([a-z_]+)`", "\n".join(line.split("|")[2] for line in table.splitlines()[2:]))
+    )
+    assert {"overloaded", "image_url_failed", "bad_request", "bad_url"} <= listed
+    assert listed - _literal_codes() == set(), "README lists error codes nothing answers"
