@@ -58,8 +58,9 @@ class StreamSettings(BaseSettings):
     worker_host: str = "127.0.0.1"
     # /readyz: with nothing in flight, the broker must have answered a fetch within this ...
     ready_poll_stale_s: float = Field(default=8.0, gt=0)
-    # ... and with events in flight, one must have finished within this.
-    ready_stall_s: float = Field(default=10.0, gt=0)
+    # ... and with events in flight, one must have finished within this: longer than
+    # fetch_deadline_s, so that one listing waiting on a hung photo host is not a stall.
+    ready_stall_s: float = Field(default=20.0, gt=0)
     # Where Faust keeps its local state (table directory).
     data_dir: str = "data/worker"
 

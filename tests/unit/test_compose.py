@@ -189,8 +189,12 @@ def test_every_worker_serves_its_port_and_prometheus_scrapes_it(compose: dict[st
         assert service["environment"]["LOOKALIKE_WORKER_HOST"] == "0.0.0.0", name
         assert any(name in sd["names"] and sd["port"] == port for sd in discovered), name
         assert f"127.0.0.1:{port}/readyz" in " ".join(service["healthcheck"]["test"]), name
-    api = build_parser().parse_args(compose["services"]["api"]["command"])
-    assert jobs["lookalike-api"]["static_configs"][0]["targets"] == [f"api:{api.port}"]
+    # The API's /metrics is on its metrics port, which is not published to the host.
+    api = compose["services"]["api"]
+    metrics_port = int(api["environment"]["LOOKALIKE_METRICS_PORT"])
+    assert jobs["lookalike-api"]["static_configs"][0]["targets"] == [f"api:{metrics_port}"]
+    public = build_parser().parse_args(api["command"]).port
+    assert metrics_port != public and not any(str(metrics_port) in p for p in api["ports"])
     assert prometheus["rule_files"] == ["/etc/prometheus/alerts.yml"]
 
 
