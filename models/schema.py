@@ -26,8 +26,28 @@ def events_schema() -> dict[str, Any]:
     }
 
 
-# Every contract `lookalike schema KIND` prints; a new one (a dataset manifest) is one entry.
-SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {"events": events_schema}
+def dataset_schema() -> dict[str, Any]:
+    """The JSON Schema of one line of a dataset manifest (`train --data`, `eval --data`)."""
+    from models.dataset.manifest import ManifestLine
+
+    generated = ManifestLine.model_json_schema(mode="validation")
+    for own in ("title", "description"):
+        generated.pop(own, None)
+    return {
+        "$schema": DIALECT,
+        "title": "lookalike dataset manifest line",
+        "description": "One line of a JSON lines dataset manifest: one listing, its photos and "
+        "labels. Photo paths are relative to the manifest's folder; http(s) URLs are fetched once "
+        "into the cache folder. Unknown fields are refused.",
+        **generated,
+    }
+
+
+# Every contract `lookalike schema KIND` prints.
+SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
+    "events": events_schema,
+    "dataset": dataset_schema,
+}
 
 
 def schema_for(kind: str) -> dict[str, Any]:
