@@ -9,6 +9,12 @@ from query.settings import MAX_K
 
 MAX_ID_LENGTH = 200
 MAX_EXCLUDE = 100
+# Paging goes this deep: the engine ranks offset + k listings to answer a page.
+MAX_OFFSET = 1000
+SCORE_DESCRIPTION = (
+    "Cosine similarity in [-1, 1], higher is closer: for a listing's several photos (more like "
+    "this), the mean over them of each one's best match. One scale for search and similar."
+)
 
 _ERROR_STATUSES = {
     "400": "Bad parameters or a malformed body.",
@@ -48,6 +54,20 @@ _FILTER_PARAMETERS: list[dict[str, Any]] = [
         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 24},
     },
     {
+        "name": "offset",
+        "in": "query",
+        "description": "Skip this many of the best listings: the next page starts at offset + k "
+        "(the answer's `next` link). Pages are stable while the index is unchanged.",
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
+    },
+    {
+        "name": "min_score",
+        "in": "query",
+        "description": "Only listings scoring at least this (see `score`); GET /v1/config "
+        "serves a calibrated cut-off.",
+        "schema": {"type": "number", "minimum": -1, "maximum": 1},
+    },
+    {
         "name": "category",
         "in": "query",
         "description": "Category prefix, slash-separated: `home_and_living` matches "
@@ -55,15 +75,22 @@ _FILTER_PARAMETERS: list[dict[str, Any]] = [
         "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
     },
     {
+        "name": "currency",
+        "in": "query",
+        "description": "Only listings priced in this ISO 4217 currency; required with a price "
+        "range, which is meant in it (prices are never converted).",
+        "schema": {"type": "string", "pattern": "^[A-Za-z]{3}$"},
+    },
+    {
         "name": "price_min",
         "in": "query",
-        "description": "Lowest price, inclusive.",
+        "description": "Lowest price, inclusive, in `currency`.",
         "schema": {"type": "number", "minimum": 0},
     },
     {
         "name": "price_max",
         "in": "query",
-        "description": "Highest price, inclusive; not below price_min.",
+        "description": "Highest price, inclusive, in `currency`; not below price_min.",
         "schema": {"type": "number", "minimum": 0},
     },
     {
@@ -146,7 +173,12 @@ _SCHEMAS: dict[str, Any] = {
                 "type": ["string", "null"],
                 "description": "The listing's photo that matched best.",
             },
-            "score": {"type": "number", "description": "Similarity, higher is closer."},
+            "score": {
+                "type": "number",
+                "minimum": -1,
+                "maximum": 1,
+                "description": SCORE_DESCRIPTION,
+            },
         },
     },
     "SearchResponse": {
@@ -160,6 +192,48 @@ _SCHEMAS: dict[str, Any] = {
             },
             "took_ms": {"type": "number", "minimum": 0},
             "model_id": {"type": "string"},
+            "offset": {"type": "integer", "minimum": 0, "description": "Rank of the first."},
+            "next": {
+                "type": ["string", "null"],
+                "description": "The next page: this request's path and query with the offset "
+                "moved on (POST the same photo to it for a search); null when this page is the "
+                "last.",
+            },
+        },
+    },
+    "Config": {
+        "type": "object",
+        "required": ["relevance_threshold", "default_k", "max_k", "max_offset"],
+        "properties": {
+            "relevance_threshold": {
+                "type": "number",
+                "minimum": -1,
+                "maximum": 1,
+                "description": "The calibrated cut-off: results scoring at least this were "
+                "relevant at 80% precision or more on the evaluation catalog. Pass it as "
+                "min_score, or draw a divider where scores fall below it.",
+            },
+            "default_k": {"type": "integer"},
+            "max_k": {"type": "integer"},
+            "max_offset": {"type": "integer"},
+        },
+    },
+    "Category": {
+        "type": "object",
+        "required": ["path", "name", "count", "children"],
+        "properties": {
+            "path": {"type": "string", "description": "The category prefix to filter by."},
+            "name": {"type": "string", "description": "Its last part."},
+            "count": {"type": "integer", "minimum": 0, "description": "Live listings in it."},
+            "children": {"type": "array", "items": {"$ref": "#/components/schemas/Category"}},
+        },
+    },
+    "Categories": {
+        "type": "object",
+        "required": ["categories", "total"],
+        "properties": {
+            "categories": {"type": "array", "items": {"$ref": "#/components/schemas/Category"}},
+            "total": {"type": "integer", "minimum": 0, "description": "Every live listing."},
         },
     },
     "Listing": {
@@ -293,6 +367,25 @@ def openapi_spec(server_url: str | None = None) -> dict[str, Any]:
                     "responses": {
                         "200": _json("SearchResponse", "Best matches first, never the listing."),
                         **_errors("400", "404", "503"),
+                    },
+                }
+            },
+            "/v1/config": {
+                "get": {
+                    "operationId": "config",
+                    "summary": "What a client needs to know: the calibrated relevance cut-off "
+                    "and the limits of k and offset.",
+                    "responses": {"200": _json("Config", "The service's search settings.")},
+                }
+            },
+            "/v1/categories": {
+                "get": {
+                    "operationId": "categories",
+                    "summary": "The category tree of the live listings, with counts, from the "
+                    "index.",
+                    "responses": {
+                        "200": _json("Categories", "Every category prefix in use."),
+                        **_errors("400", "503"),
                     },
                 }
             },

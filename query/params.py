@@ -1,26 +1,44 @@
-"""Query-string parameters shared by search and similar: k and the filters, strictly validated."""
+"""Query-string parameters shared by search and similar: k, paging, cut-off and filters, strictly
+validated."""
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from multidict import MultiMapping
 
 from models.store.types import SearchFilters
 from query.errors import ApiError, shown
-from query.openapi import MAX_EXCLUDE, MAX_ID_LENGTH
+from query.openapi import MAX_EXCLUDE, MAX_ID_LENGTH, MAX_OFFSET
 from query.settings import MAX_K
 
-KNOWN = frozenset({"k", "category", "price_min", "price_max", "shop_id", "exclude"})
+KNOWN = frozenset(
+    {
+        "k",
+        "offset",
+        "min_score",
+        "category",
+        "currency",
+        "price_min",
+        "price_max",
+        "shop_id",
+        "exclude",
+    }
+)
+_CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 @dataclass(frozen=True)
 class SearchParams:
-    """How many results and which listings may be among them."""
+    """How many results, from which rank, how similar at least, and which listings may be
+    among them."""
 
     k: int
     filters: SearchFilters
+    offset: int = 0
+    min_score: float | None = None
 
 
 def _bad(name: str, message: str) -> ApiError:
@@ -61,17 +79,41 @@ def _price(query: MultiMapping[str], name: str) -> float | None:
     return value
 
 
-def _k(query: MultiMapping[str], default: int) -> int:
-    raw = _single(query, "k")
+def _integer(query: MultiMapping[str], name: str, default: int, low: int, high: int) -> int:
+    raw = _single(query, name)
     if raw is None:
         return default
     try:
-        k = int(raw.strip())
+        value = int(raw.strip())
     except ValueError:
-        raise _bad("k", "must be an integer") from None
-    if not 1 <= k <= MAX_K:
-        raise _bad("k", f"must be between 1 and {MAX_K}")
-    return k
+        raise _bad(name, "must be an integer") from None
+    if not low <= value <= high:
+        raise _bad(name, f"must be between {low} and {high}")
+    return value
+
+
+def _min_score(query: MultiMapping[str]) -> float | None:
+    raw = _single(query, "min_score")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _bad("min_score", "must be a number") from None
+    # Scores are cosine similarities: nothing lies outside [-1, 1].
+    if not (math.isfinite(value) and -1 <= value <= 1):
+        raise _bad("min_score", "must be between -1 and 1")
+    return value
+
+
+def _currency(query: MultiMapping[str]) -> str | None:
+    raw = _single(query, "currency")
+    if raw is None:
+        return None
+    value = raw.strip().upper()
+    if not _CURRENCY.fullmatch(value):
+        raise _bad("currency", "must be a three-letter ISO 4217 code, such as EUR")
+    return value
 
 
 def _exclude(query: MultiMapping[str]) -> tuple[str, ...]:
@@ -89,16 +131,23 @@ def _exclude(query: MultiMapping[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(ids))
 
 
-def parse_search_params(query: MultiMapping[str], default_k: int) -> SearchParams:
-    """k and filters from a query string; anything unknown or malformed is a 400, not a guess."""
-    unknown = sorted(set(query) - KNOWN)
+def refuse_parameters(query: MultiMapping[str], known: frozenset[str]) -> None:
+    """A 400 for the first query parameter not in `known`."""
+    unknown = sorted(set(query) - known)
     if unknown:
         more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+        listed = f"known: {', '.join(sorted(known))}" if known else "this route takes none"
         raise ApiError(
             400,
             "unknown_parameter",
-            f"unknown query parameter {shown(unknown[0])}{more}; known: {', '.join(sorted(KNOWN))}",
+            f"unknown query parameter {shown(unknown[0])}{more}; {listed}",
         )
+
+
+def parse_search_params(query: MultiMapping[str], default_k: int) -> SearchParams:
+    """k, paging, cut-off and filters from a query string; anything unknown or malformed is a
+    400, not a guess."""
+    refuse_parameters(query, KNOWN)
     category = _text(query, "category")
     if category is not None:
         category = "/".join(p for p in category.split("/") if p)
@@ -108,11 +157,27 @@ def parse_search_params(query: MultiMapping[str], default_k: int) -> SearchParam
     price_max = _price(query, "price_max")
     if price_min is not None and price_max is not None and price_min > price_max:
         raise _bad("price_min", "must not exceed price_max")
+    currency = _currency(query)
+    if currency is None and (price_min is not None or price_max is not None):
+        # No conversion rates: 30 means nothing until it says 30 of what.
+        raise ApiError(
+            400,
+            "currency_required",
+            "a price range needs currency (e.g. currency=EUR): prices are compared only within "
+            "one currency",
+            parameter="currency",
+        )
     filters = SearchFilters(
         category_prefix=category,
         price_min=price_min,
         price_max=price_max,
+        currency=currency,
         shop_id=_text(query, "shop_id"),
         exclude_listing_ids=_exclude(query),
     )
-    return SearchParams(k=_k(query, default_k), filters=filters)
+    return SearchParams(
+        k=_integer(query, "k", default_k, 1, MAX_K),
+        filters=filters,
+        offset=_integer(query, "offset", 0, 0, MAX_OFFSET),
+        min_score=_min_score(query),
+    )

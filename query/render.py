@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Final
 
 from models.payload import ListingPayload
@@ -64,3 +65,25 @@ def render_listing(listing: StoredListing) -> dict[str, Any]:
         "version": fields.get("version"),
         "indexed_at": fields.get("indexed_at"),
     }
+
+
+def category_tree(counts: Mapping[str, int]) -> list[dict[str, Any]]:
+    """Facet counts of category prefixes ("a", "a/b", ...) as a tree, biggest first, each node
+    with its path, last name, count and children."""
+    nodes: dict[str, dict[str, Any]] = {}
+    roots: list[dict[str, Any]] = []
+    # Parents before children: a prefix is shorter than every path below it.
+    for path in sorted(counts, key=lambda p: (p.count("/"), p)):
+        parent_path, _, name = path.rpartition("/")
+        node = {"path": path, "name": name, "count": counts[path], "children": []}
+        nodes[path] = node
+        parent = nodes.get(parent_path)
+        (parent["children"] if parent is not None else roots).append(node)
+
+    def ordered(level: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        level.sort(key=lambda n: (-n["count"], n["path"]))
+        for n in level:
+            ordered(n["children"])
+        return level
+
+    return ordered(roots)

@@ -8,6 +8,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from models.settings import ENV_PREFIX, FetchSettings, ImageSettings, ModelSettings, StoreSettings
 
 MAX_K = 100
+# Calibrated by `python -m bench.calibrate` (see the README's Search quality section).
+RELEVANCE_THRESHOLD = 0.86
 
 
 class ApiSettings(BaseSettings):
@@ -22,6 +24,9 @@ class ApiSettings(BaseSettings):
     # base64 grows an image by 4/3, so the JSON limit sits above the image limit by that much.
     max_json_bytes: int = Field(default=21 * 1024 * 1024, ge=1024)
     default_k: int = Field(default=24, ge=1, le=MAX_K)
+    # The score from which results are relevant at >= 80% precision on the evaluation catalog
+    # (bench/calibrate.py); served at /v1/config, where the page draws its "less similar" line.
+    relevance_threshold: float = Field(default=RELEVANCE_THRESHOLD, ge=-1, le=1)
     # Micro-batching of concurrent searches: at most this many photos per forward pass. None: 4
     # on a CPU (the best images/s on 2 cores; larger batches are slower per image there), the
     # model's embed_batch_size on a GPU ...

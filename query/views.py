@@ -1,4 +1,5 @@
-"""Route handlers: search by photo, similar, one listing, health, readiness, metrics, spec."""
+"""Route handlers: search by photo, similar, one listing, categories, config, health, readiness,
+metrics, spec."""
 
 from __future__ import annotations
 
@@ -15,16 +16,20 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from models.fetch import FetchTimeout
 from models.microbatch import BatcherClosedError
 from models.schema import events_schema
-from models.store.types import Hit, ListingNotFound, StoreError
+from models.store.types import Hit, ListingNotFound, SearchFilters, StoreError
 from query.body import read_photo
 from query.errors import ApiError, OverloadedError
 from query.keys import ADMISSION, BATCHER, EMBEDDER, METRICS, PHOTOS, SETTINGS, STORE
-from query.openapi import MAX_ID_LENGTH, openapi_spec
+from query.openapi import MAX_ID_LENGTH, MAX_OFFSET, openapi_spec
 from query.page import add_page_routes
-from query.params import parse_search_params
-from query.render import render_hit, render_listing
+from query.params import SearchParams, parse_search_params, refuse_parameters
+from query.render import category_tree, render_hit, render_listing
+from query.settings import MAX_K
 
 log = logging.getLogger(__name__)
+
+# Category prefixes /v1/categories lists at most (a marketplace taxonomy has a few thousand).
+MAX_FACET = 10_000
 
 T = TypeVar("T")
 
@@ -47,10 +52,22 @@ async def _store_call(request: web.Request, operation: str, call: Awaitable[T]) 
             raise ApiError(503, "store_unavailable", "the vector store is unavailable") from exc
 
 
-def _results(request: web.Request, hits: list[Hit], start: float) -> web.Response:
+def _next_page(request: web.Request, params: SearchParams, full: bool) -> str | None:
+    """This request's path and query with the offset moved on a page; None after the last."""
+    offset = params.offset + params.k
+    if not full or offset > MAX_OFFSET:
+        return None
+    return str(request.rel_url.update_query(offset=str(offset)))
+
+
+def _results(
+    request: web.Request, params: SearchParams, hits: list[Hit], full: bool, start: float
+) -> web.Response:
     return web.json_response(
         {
             "listings": [render_hit(hit) for hit in hits],
+            "offset": params.offset,
+            "next": _next_page(request, params, full),
             "took_ms": round((time.perf_counter() - start) * 1000, 3),
             "model_id": request.app[EMBEDDER].model_id,
         }
@@ -105,10 +122,15 @@ async def search(request: web.Request) -> web.Response:
     data = photo.data if photo.data is not None else await _fetch(request, str(photo.url))
     vector = await _embed(request, data)
     store = request.app[STORE]
-    hits = await _store_call(
-        request, "search", store.search([vector.tolist()], params.k, params.filters)
+    search = store.search(
+        [vector.tolist()],
+        params.k,
+        params.filters,
+        offset=params.offset,
+        min_score=params.min_score,
     )
-    return _results(request, hits, start)
+    hits = await _store_call(request, "search", search)
+    return _results(request, params, hits, len(hits) == params.k, start)
 
 
 async def similar(request: web.Request) -> web.Response:
@@ -117,10 +139,39 @@ async def similar(request: web.Request) -> web.Response:
     params = parse_search_params(request.query, request.app[SETTINGS].default_k)
     store = request.app[STORE]
     # An unknown id comes back from the store as ListingNotFound, answered 404.
-    hits = await _store_call(
-        request, "similar", store.similar(listing_id, params.k, params.filters)
+    call = store.similar(
+        listing_id, params.k, params.filters, offset=params.offset, min_score=params.min_score
     )
-    return _results(request, [hit for hit in hits if hit.listing_id != listing_id], start)
+    hits = await _store_call(request, "similar", call)
+    full = len(hits) == params.k
+    return _results(
+        request, params, [hit for hit in hits if hit.listing_id != listing_id], full, start
+    )
+
+
+async def categories(request: web.Request) -> web.Response:
+    """The category tree with live-listing counts, from a facet query on the index."""
+    refuse_parameters(request.query, frozenset())
+    store = request.app[STORE]
+    # What a search could find: listings for sale now.
+    live = SearchFilters()
+    counts = await _store_call(
+        request, "facet", store.facet("category_path", live, limit=MAX_FACET)
+    )
+    total = await _store_call(request, "count", store.count(live))
+    return web.json_response({"categories": category_tree(counts), "total": total})
+
+
+async def config(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    return web.json_response(
+        {
+            "relevance_threshold": settings.relevance_threshold,
+            "default_k": settings.default_k,
+            "max_k": MAX_K,
+            "max_offset": MAX_OFFSET,
+        }
+    )
 
 
 async def get_listing(request: web.Request) -> web.Response:
@@ -183,6 +234,8 @@ def add_routes(app: web.Application, *, with_metrics: bool = True) -> None:
     app.router.add_post("/v1/search", search)
     app.router.add_get("/v1/listings/{listing_id}", get_listing)
     app.router.add_get("/v1/listings/{listing_id}/similar", similar)
+    app.router.add_get("/v1/categories", categories)
+    app.router.add_get("/v1/config", config)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if with_metrics:

@@ -117,6 +117,7 @@ def _payload(
     shop_id: str,
     n_images: int,
     state: str = "active",
+    currency: str = "USD",
 ) -> dict[str, Any]:
     urls = [f"https://img.example/{listing_id}/{i}.jpg" for i in range(n_images)]
     now = datetime.now(UTC).isoformat()
@@ -127,7 +128,7 @@ def _payload(
         "category_path": category_prefixes(category),
         "price": price,
         "price_amount": f"{price:.2f}",
-        "currency": "USD",
+        "currency": currency,
         "shop_id": shop_id,
         "state": state,
         "image_urls": urls,
@@ -143,7 +144,8 @@ def _payload(
 @cache
 def catalog() -> tuple[CatalogListing, ...]:
     """The test catalog. Photo listings P-<name> carry a generated shot first and the real photo
-    second, so the matched image is not simply image 0. Prices: photos 10..90, synthetic 5..150."""
+    second, so the matched image is not simply image 0. Prices: photos 10..90 USD, synthetic
+    5..150, in EUR for every fifth (G-*-2, G-*-7, ...) and USD for the others."""
     listings: list[CatalogListing] = []
     for i, name in enumerate(sorted(PHOTO_FILES)):
         lid = f"P-{name}"
@@ -161,9 +163,10 @@ def catalog() -> tuple[CatalogListing, ...]:
         n = 1 + j % 2
         images = tuple(product_shot(shape, 2000 + 10 * j + m) for m in range(n))
         state = "sold" if j == N_SYNTHETIC - 1 else "active"
-        payload = _payload(
-            lid, f"{shape} {j}", SYNTHETIC_CATEGORIES[shape], 5.0 * (j + 1), f"S{j % 3}", n, state
-        )
+        currency = "EUR" if j % 5 == 2 else "USD"
+        category = SYNTHETIC_CATEGORIES[shape]
+        price = 5.0 * (j + 1)
+        payload = _payload(lid, f"{shape} {j}", category, price, f"S{j % 3}", n, state, currency)
         listings.append(CatalogListing(lid, images, payload))
     return tuple(listings)
 

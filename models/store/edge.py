@@ -319,18 +319,33 @@ class EdgeStore(QueryingStore):
     async def get(self, listing_id: str, with_vectors: bool = False) -> StoredListing | None:
         return await self._run(self._retrieve, listing_id, with_vectors)
 
-    def _query(self, query: Matrix, k: int, where: Conditions) -> list[Hit]:
+    def _query(
+        self, query: Matrix, k: int, where: Conditions, offset: int, threshold: float | None
+    ) -> list[Hit]:
         request = qe.QueryRequest(
             limit=k,
+            offset=offset,
             query=qe.Query.Nearest(query.tolist()),
             filter=edge_filter(where),
+            score_threshold=threshold,
             with_payload=True,
             with_vector=True,
         )
         return hits(self._require().query(request), query)
 
-    async def _nearest(self, query: Matrix, k: int, where: Conditions) -> list[Hit]:
-        return await self._run(self._query, query, k, where)
+    async def _nearest(
+        self, query: Matrix, k: int, where: Conditions, offset: int, threshold: float | None
+    ) -> list[Hit]:
+        return await self._run(self._query, query, k, where, offset, threshold)
+
+    async def facet(
+        self, key: str, filters: SearchFilters | None = None, limit: int = 1000
+    ) -> dict[str, int]:
+        request = qe.FacetRequest(
+            key, limit=limit, exact=True, filter=edge_filter(conditions(filters))
+        )
+        response = await self._run(lambda: self._require().facet(request))
+        return {str(hit.value): int(hit.count) for hit in response.hits}
 
     async def count(self, filters: SearchFilters | None = None) -> int:
         request = qe.CountRequest(exact=True, filter=edge_filter(conditions(filters)))

@@ -68,6 +68,8 @@ def conditions(filters: SearchFilters | None, exclude_point_ids: Iterable[str] =
             keywords.append(("category_path", key))
     if filters.shop_id is not None:
         keywords.append(("shop_id", filters.shop_id))
+    if filters.currency is not None:
+        keywords.append(("currency", filters.currency))
     if filters.only_active:
         keywords.append(("state", ACTIVE_STATE))
     excluded.update(point_id(listing_id) for listing_id in filters.exclude_listing_ids)

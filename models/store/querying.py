@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from models.store.filters import TOMBSTONE, Conditions, conditions
@@ -72,30 +73,54 @@ class QueryingStore(VectorStore):
     _dim: int
 
     @abstractmethod
-    async def _nearest(self, query: Matrix, k: int, where: Conditions) -> list[Hit]:
-        """The k best listings for a query multivector under the given conditions."""
-
-    async def search(
-        self, vectors: Sequence[Vector], k: int, filters: SearchFilters | None = None
+    async def _nearest(
+        self, query: Matrix, k: int, where: Conditions, offset: int, threshold: float | None
     ) -> list[Hit]:
-        query = as_matrix(vectors, self._dim, "query")
+        """The k best listings for a query multivector under the given conditions, after the
+        `offset` best, with raw MaxSim scores of at least `threshold`."""
+
+    async def _ranked(
+        self, query: Matrix, k: int, where: Conditions, offset: int, min_score: float | None
+    ) -> list[Hit]:
         if k < 1:
             return []
-        return await self._nearest(
-            query, k, conditions(filters if filters is not None else SearchFilters())
-        )
+        if offset < 0:
+            raise ValueError(f"offset must be 0 or more, got {offset}")
+        # MaxSim sums one best cosine per query photo: divided by their number it is a cosine
+        # again, so a search by one photo and a listing's "more like this" share one scale.
+        n = query.shape[0]
+        threshold = None if min_score is None else min_score * n
+        found = await self._nearest(query, k, where, offset, threshold)
+        return [replace(hit, score=hit.score / n) for hit in found]
+
+    async def search(
+        self,
+        vectors: Sequence[Vector],
+        k: int,
+        filters: SearchFilters | None = None,
+        *,
+        offset: int = 0,
+        min_score: float | None = None,
+    ) -> list[Hit]:
+        query = as_matrix(vectors, self._dim, "query")
+        where = conditions(filters if filters is not None else SearchFilters())
+        return await self._ranked(query, k, where, offset, min_score)
 
     async def similar(
-        self, listing_id: str, k: int, filters: SearchFilters | None = None
+        self,
+        listing_id: str,
+        k: int,
+        filters: SearchFilters | None = None,
+        *,
+        offset: int = 0,
+        min_score: float | None = None,
     ) -> list[Hit]:
         source = await self.get(listing_id, with_vectors=True)
         if source is None or source.tombstone:
             raise ListingNotFound(f"listing {listing_id!r} is not in {self._name!r}")
         query = as_matrix(source.vectors, self._dim, f"listing {listing_id!r}")
-        if k < 1:
-            return []
         where = conditions(
             filters if filters is not None else SearchFilters(),
             exclude_point_ids=[point_id(listing_id)],
         )
-        return await self._nearest(query, k, where)
+        return await self._ranked(query, k, where, offset, min_score)

@@ -226,17 +226,34 @@ class ServerStore(QueryingStore):
             )
         return stored_listing(records[0], with_vectors) if records else None
 
-    async def _nearest(self, query: Matrix, k: int, where: Conditions) -> list[Hit]:
+    async def _nearest(
+        self, query: Matrix, k: int, where: Conditions, offset: int, threshold: float | None
+    ) -> list[Hit]:
         with self._errors("query"):
             response = await self._client.query_points(
                 self._name,
                 query=query.tolist(),
                 query_filter=server_filter(where),
                 limit=k,
+                offset=offset,
+                score_threshold=threshold,
                 with_payload=True,
                 with_vectors=True,
             )
         return hits(response.points, query)
+
+    async def facet(
+        self, key: str, filters: SearchFilters | None = None, limit: int = 1000
+    ) -> dict[str, int]:
+        with self._errors("facet"):
+            response = await self._client.facet(
+                self._name,
+                key,
+                facet_filter=server_filter(conditions(filters)),
+                limit=limit,
+                exact=True,
+            )
+        return {str(hit.value): int(hit.count) for hit in response.hits}
 
     async def count(self, filters: SearchFilters | None = None) -> int:
         with self._errors("count"):

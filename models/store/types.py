@@ -61,6 +61,8 @@ class SearchFilters:
     category_prefix: str | None = None
     price_min: float | None = None
     price_max: float | None = None
+    # Prices compare only within one currency: a range is meant in this one (no conversion).
+    currency: str | None = None
     shop_id: str | None = None
     exclude_listing_ids: Sequence[str] = ()
     # Only listings for sale right now are results.
@@ -69,7 +71,11 @@ class SearchFilters:
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: a listing, its MaxSim score and which of its photos matched best."""
+    """One search result: a listing, its score and which of its photos matched best.
+
+    The score is cosine similarity in [-1, 1]: for a query of several photos, the MaxSim sum
+    divided by their number, so one-photo searches and listing-to-listing searches share a scale.
+    """
 
     listing_id: str
     score: float
@@ -187,15 +193,36 @@ class VectorStore(ABC):
 
     @abstractmethod
     async def search(
-        self, vectors: Sequence[Vector], k: int, filters: SearchFilters | None = None
+        self,
+        vectors: Sequence[Vector],
+        k: int,
+        filters: SearchFilters | None = None,
+        *,
+        offset: int = 0,
+        min_score: float | None = None,
     ) -> list[Hit]:
-        """The k listings whose photos best match the query vectors (MaxSim), best first."""
+        """The k listings whose photos best match the query vectors (MaxSim), best first, after
+        skipping the `offset` best; only scores of at least `min_score` (see Hit.score)."""
 
     @abstractmethod
     async def similar(
-        self, listing_id: str, k: int, filters: SearchFilters | None = None
+        self,
+        listing_id: str,
+        k: int,
+        filters: SearchFilters | None = None,
+        *,
+        offset: int = 0,
+        min_score: float | None = None,
     ) -> list[Hit]:
         """More like this: search by a stored listing's own vectors, excluding itself."""
+
+    @abstractmethod
+    async def facet(
+        self, key: str, filters: SearchFilters | None = None, limit: int = 1000
+    ) -> dict[str, int]:
+        """How many listings matching the filters hold each value of the keyword field `key`
+        (a list field counts each of its values once), from the engine's payload index; at most
+        `limit` values, commonest first. Never tombstones."""
 
     @abstractmethod
     async def count(self, filters: SearchFilters | None = None) -> int:

@@ -104,7 +104,9 @@ async def test_filters_narrow_the_results(client: Client) -> None:
         if p["category"].startswith("art/prints/") and p["state"] == "active"
     )
 
-    body = await search(client, data, "?k=100&category=art/prints/space&price_min=40&price_max=80")
+    body = await search(
+        client, data, "?k=100&category=art/prints/space&currency=USD&price_min=40&price_max=80"
+    )
     ids = listing_ids(body)
     assert ids
     for i in ids:
