@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from lookalike.demo import DemoCatalog, build_catalog
+from models.evalset.realphotos import real_photo_paths
 from models.events import ListingDeleted, ListingUpserted
 from stream.broker import DevBroker, topic_partitions
 from stream.publisher import ListingPublisher
@@ -83,7 +84,7 @@ def _http(url: str, data: bytes | None = None, headers: dict[str, str] | None = 
         return exc.code, json.loads(exc.read() or b"null")
 
 
-def _search(base: str, photo: bytes, k: int = 5) -> list[dict[str, Any]]:
+def _search(base: str, photo: bytes, k: int = 5, query: str = "") -> list[dict[str, Any]]:
     boundary = uuid.uuid4().hex
     body = (
         (
@@ -94,7 +95,7 @@ def _search(base: str, photo: bytes, k: int = 5) -> list[dict[str, Any]]:
         + f"\r\n--{boundary}--\r\n".encode()
     )
     status, answer = _http(
-        f"{base}v1/search?k={k}",
+        f"{base}v1/search?k={k}{query}",
         body,
         {"Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
@@ -262,6 +263,23 @@ def test_demo_catalog_is_served_indexed_and_edited_live(
     _wait(target_gone, 30, f"{target.listing_id} to leave the results", stack)
     status, _ = _http(f"{base}v1/listings/{target.listing_id}")
     assert status == 404
+
+
+def test_the_calibrated_cut_off_keeps_motorcycles_out_of_a_coffee_search(
+    stack: DevStack, catalog: DemoCatalog
+) -> None:
+    # After the test above: the demo is indexed. Its 24 listings hold motorcycles but no cup.
+    status, config = _http(f"{stack.search_url}v1/config")
+    assert status == 200, config
+    threshold = config["relevance_threshold"]
+    coffee = real_photo_paths()["coffee"].read_bytes()
+    motorcycles = {li.listing_id for li in catalog.listings if li.title == "Vintage motorcycle"}
+    assert motorcycles
+    padded = _search(stack.search_url, coffee, k=24)
+    assert motorcycles & {hit["id"] for hit in padded}
+    cut = _search(stack.search_url, coffee, k=24, query=f"&min_score={threshold}")
+    assert not motorcycles & {hit["id"] for hit in cut}, cut
+    assert all(hit["score"] >= threshold for hit in cut)
 
 
 def test_ctrl_c_stops_everything_cleanly(stack: DevStack) -> None:
