@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from lookalike.reindex import FailureBudget
-    from models.settings import BrokerSettings
+    from models.dataset.dataset import DatasetOptions
+    from models.settings import BrokerSettings, ModelSettings
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -250,6 +251,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     model = ModelSettings()
     if args.model is not None:
         model = model.model_copy(update={"model_checkpoint": args.model})
+    if args.data is not None:
+        return _eval_data(args, model)
+    if args.compare is not None:
+        print("eval: --compare needs --data", file=sys.stderr)
+        return 2
     options = EvalOptions(
         items=args.items,
         seed=args.seed,
@@ -266,13 +272,88 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_data(args: argparse.Namespace, model: ModelSettings) -> int:
+    import json
+
+    from lookalike.evaluation import DataEvalOptions, data_json, format_data_report, run_eval_data
+    from models.dataset.dataset import InvalidDatasetError
+    from models.network import CheckpointError
+    from models.settings import FetchSettings, ImageSettings
+
+    compare = None
+    if args.compare is not None:
+        checkpoint = None if args.compare == "imagenet" else Path(args.compare)
+        compare = model.model_copy(update={"model_checkpoint": checkpoint})
+    try:
+        data = _dataset_options(args, model.model_checkpoint)
+        assert data is not None
+        options = DataEvalOptions(
+            data=data, split=args.split, workers=args.workers, progress=not args.json
+        )
+        dataset, evaluation = run_eval_data(
+            model, compare, options, FetchSettings(), ImageSettings()
+        )
+    except InvalidDatasetError as exc:
+        return _dataset_failed("eval", exc)
+    except (CheckpointError, ValueError, OSError) as exc:
+        print(f"eval: {exc}", file=sys.stderr)
+        return 1
+    if dataset.skipped:
+        lines = len({b.lineno for b in dataset.skipped})
+        print(f"eval: skipped {lines} lines with problems (--skip-invalid)", file=sys.stderr)
+    print(
+        json.dumps(data_json(evaluation), indent=2) if args.json else format_data_report(evaluation)
+    )
+    return 0
+
+
+def _dataset_options(
+    args: argparse.Namespace, checkpoint: Path | None = None
+) -> DatasetOptions | None:
+    """--data and its flags; an unset split falls back to the checkpoint's training split."""
+    from models.dataset.dataset import DatasetOptions
+    from models.training.checkpoint import checkpoint_metadata
+
+    if args.data is None:
+        return None
+    trained = checkpoint_metadata(checkpoint) if checkpoint is not None else {}
+    shares = args.split_shares or trained.get("split") or "0.7,0.1,0.2"
+    seed = args.split_seed if args.split_seed is not None else trained.get("split_seed", 0)
+    return DatasetOptions(
+        manifest=args.data,
+        cache=args.cache,
+        split=str(shares),
+        split_seed=int(seed),
+        skip_invalid=args.skip_invalid,
+    )
+
+
+def _dataset_failed(command: str, exc: Exception) -> int:
+    """The message and exit status of a dataset that cannot be used: 2 for bad lines."""
+    from models.dataset.dataset import InvalidDatasetError
+    from models.dataset.manifest import format_bad
+
+    if isinstance(exc, InvalidDatasetError):
+        print(format_bad(exc.path, exc.bad), file=sys.stderr)
+        print(
+            f"{command}: {len(exc.bad)} problems in {exc.path} (--skip-invalid goes on without "
+            "them)",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"{command}: {exc}", file=sys.stderr)
+    return 1
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from lookalike.training import run_training
-    from models.settings import ModelSettings
+    from models.dataset.dataset import InvalidDatasetError
+    from models.settings import FetchSettings, ImageSettings, ModelSettings
     from models.training.trainer import TrainConfig
 
     _configure_logging()
     model = ModelSettings()
+    data = _dataset_options(args)
     config = TrainConfig(
         out_dir=args.out,
         model_name=model.model_name,
@@ -288,10 +369,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         catalog_seed=args.seed,
         seed=args.train_seed,
         workers=args.workers,
+        data=None if data is None else str(data.manifest),
     )
     try:
-        result = run_training(config, resume=args.resume)
-    except ValueError as exc:
+        result = run_training(
+            config,
+            resume=args.resume,
+            data=data,
+            fetch=FetchSettings(),
+            images=ImageSettings(),
+        )
+    except InvalidDatasetError as exc:
+        return _dataset_failed("train", exc)
+    except (ValueError, OSError) as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 1
     print(
@@ -453,6 +543,35 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=11, help="seed of the eval catalog")
         p.add_argument("--workers", type=_positive, default=None, help="render/decode processes")
 
+    def data_args(p: argparse.ArgumentParser, shares_flag: str, defaults: str) -> None:
+        p.add_argument(
+            "--data",
+            type=Path,
+            default=None,
+            help="a dataset manifest, JSON lines (`lookalike schema dataset`); instead of the "
+            "built-in catalog",
+        )
+        p.add_argument(
+            "--cache",
+            type=Path,
+            default=None,
+            help="where fetched photos are kept (MANIFEST/../cache)",
+        )
+        p.add_argument(
+            shares_flag,
+            dest="split_shares",
+            default=None,
+            help=f"train,val,test shares of the groups of lines without a split ({defaults})",
+        )
+        p.add_argument(
+            "--split-seed", type=int, default=None, help=f"seed of the split by group ({defaults})"
+        )
+        p.add_argument(
+            "--skip-invalid",
+            action="store_true",
+            help="leave out bad lines and photos, and count them, instead of stopping",
+        )
+
     evaluate = sub.add_parser(
         "eval",
         help="recall@k and mAP of buyer-photo->listing and listing->listing search",
@@ -468,7 +587,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--split", choices=["train", "val", "test"], default="test")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument(
+        "--compare",
+        default=None,
+        help="with --data: a second checkpoint (or `imagenet`) scored on the same queries; "
+        "adds its results and a delta column (model - compare)",
+    )
     catalog_args(evaluate)
+    data_args(evaluate, "--split-shares", "default: the checkpoint's, else 0.7,0.1,0.2 and 0")
     evaluate.set_defaults(func=_cmd_eval)
 
     train = sub.add_parser(
@@ -490,6 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train-seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
     catalog_args(train)
+    data_args(train, "--split", "default 0.7,0.1,0.2 and 0")
     train.set_defaults(func=_cmd_train)
 
     publish = sub.add_parser(

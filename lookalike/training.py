@@ -1,12 +1,43 @@
-"""`lookalike train`: fine-tune on the evaluation catalog's training split, export a checkpoint."""
+"""`lookalike train`: fine-tune on a dataset manifest or the built-in catalog; export the best."""
 
 from __future__ import annotations
 
+from models.dataset.dataset import DatasetOptions, load_dataset
 from models.evalset.catalog import build_eval_catalog
+from models.images import ImageLimits
+from models.network import variant
+from models.settings import FetchSettings, ImageSettings
+from models.training.source import CatalogSource, DatasetSource, TrainingSource
 from models.training.trainer import TrainConfig, Trainer, TrainResult
 
 
-def run_training(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
+def training_source(
+    config: TrainConfig,
+    data: DatasetOptions | None,
+    fetch: FetchSettings,
+    images: ImageSettings,
+    progress: bool,
+) -> TrainingSource:
+    """The manifest's dataset (checked, split, photos made local), or the built-in catalog."""
+    if data is None:
+        return CatalogSource(
+            build_eval_catalog(config.catalog_items, config.catalog_seed), progress
+        )
+    pre = variant(config.model_name).preprocessing()
+    dataset = load_dataset(data, fetch, images, pre, progress=progress)
+    return DatasetSource(dataset, ImageLimits.from_settings(images))
+
+
+def run_training(
+    config: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+    data: DatasetOptions | None = None,
+    fetch: FetchSettings | None = None,
+    images: ImageSettings | None = None,
+) -> TrainResult:
     """Train (blocking), resuming from config.out_dir's state when asked; returns the export."""
-    catalog = build_eval_catalog(config.catalog_items, config.catalog_seed)
-    return Trainer(config, catalog, progress=progress).run(resume=resume)
+    source = training_source(
+        config, data, fetch or FetchSettings(), images or ImageSettings(), progress
+    )
+    return Trainer(config, source, progress=progress).run(resume=resume)

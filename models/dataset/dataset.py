@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict
@@ -16,7 +17,12 @@ from models.images import ImageLimits
 from models.network import Preprocessing
 from models.settings import FetchSettings, ImageSettings
 
-log = structlog.get_logger("lookalike.dataset")
+
+def _log() -> Any:
+    # Looked up at each use, not cached at import: a logger bound once keeps the stderr of that
+    # moment, and the command line reconfigures logging at every start.
+    return structlog.get_logger("lookalike.dataset")
+
 
 # Task names the dataset itself defines; an attribute may not take one of them.
 CATEGORY_TASK = "category"
@@ -80,6 +86,9 @@ class Dataset:
     attributes: list[str]
     skipped: list[BadLine] = field(default_factory=list)
     fetched: int = 0
+    # How lines without a pinned split were split (--split, --split-seed).
+    split_shares: str = ""
+    split_seed: int = 0
 
     def split(self, name: str) -> list[DataListing]:
         return [x for x in self.listings if x.split == name]
@@ -176,8 +185,10 @@ def load_dataset(
         attributes,
         sorted(bad, key=lambda b: b.lineno),
         resolved.fetched,
+        options.split,
+        options.split_seed,
     )
-    log.info(
+    _log().info(
         "dataset_loaded",
         manifest=str(options.manifest),
         listings=len(listings),

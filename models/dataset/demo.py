@@ -19,7 +19,7 @@ def category_path(category: str) -> str:
 
 
 def _file(key: str) -> str:
-    return f"photos/{key.replace(':', '-').replace('/', '-')}.jpg"
+    return f"photos/{key}"
 
 
 def write_demo_dataset(

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
+from models.dataset.dataset import ITEM_TASK
 from models.evalset.catalog import ATTRIBUTES, EvalItem
 from models.network import EmbeddingNet
 
-# The identity of the item a photo shows: a classification task like the attributes, over the
-# training items only (it teaches instance-level detail the attributes cannot name).
-ITEM_TASK = "item"
+# ITEM_TASK: the identity of the item a photo shows, a classification task like the attributes,
+# over the training items only (it teaches instance-level detail the attributes cannot name).
+# A label of MISSING is left out of its task's loss.
+MISSING = -1
 
 
 @dataclass(frozen=True)
@@ -56,36 +61,38 @@ class TrunkCache:
 
     With a frozen trunk (start > 0) that is the trunk's output, computed once in float16: the
     costly high-resolution layers then run once per photo instead of once per photo per epoch.
-    With start == 0 (everything trains) it is the uint8 image, scaled on the fly.
+    With start == 0 (everything trains) it is the uint8 image, scaled (and mirrored) on the fly.
+    Photos arrive in chunks and are dropped once computed; with `spill` the table lives in an
+    unlinked file there, memory-mapped, so a large dataset needs page cache, not memory.
     """
 
     def __init__(
         self,
         net: EmbeddingNet,
-        images: Sequence[Image.Image],
+        chunks: Iterable[Sequence[Image.Image]],
+        size: int,
         start: int,
         device: torch.device,
         batch_size: int = 32,
         mirrors: bool = True,
         progress: bool = False,
         desc: str = "trunk",
+        spill: Path | None = None,
     ) -> None:
         self.start = start
         self.device = device
         self._pre = net.preprocessing
-        pixels = torch.from_numpy(np.stack([self._pre.prepare(im) for im in images]))
-        pixels = pixels.permute(0, 3, 1, 2).contiguous()  # (n, 3, size, size) uint8
-        self.size = len(images)
+        self.size = size
         self.mirrors = mirrors
-        if start == 0:
-            self._data = [pixels, pixels.flip(3)] if mirrors else [pixels]
-            return
-        self._data = []
-        views = [False, True] if mirrors else [False]
+        self._spill = spill
+        self._files: list[IO[bytes]] = []
+        views = [False, True] if mirrors and start > 0 else [False]
+        self._data: list[torch.Tensor] = []
+        position = 0
         net.eval()
         with (
             tqdm(
-                total=self.size * len(views),
+                total=size * len(views),
                 desc=desc,
                 unit="photo",
                 file=sys.stderr,
@@ -93,14 +100,45 @@ class TrunkCache:
             ) as bar,
             torch.inference_mode(),
         ):
-            for mirrored in views:
-                chunks = []
-                for s in range(0, self.size, batch_size):
-                    x = self._scaled(pixels[s : s + batch_size].to(device))
-                    x = x.flip(3) if mirrored else x
-                    chunks.append(net.backbone.trunk(x, start).to("cpu", torch.float16))
-                    bar.update(x.shape[0])
-                self._data.append(torch.cat(chunks))
+            for chunk in chunks:
+                pixels = torch.from_numpy(np.stack([self._pre.prepare(im) for im in chunk]))
+                pixels = pixels.permute(0, 3, 1, 2).contiguous()  # (n, 3, size, size) uint8
+                n = pixels.shape[0]
+                if position + n > size:
+                    raise ValueError(f"more than the {size} photos announced")
+                outputs = [pixels] if start == 0 else []
+                for mirrored in views if start > 0 else []:
+                    parts = []
+                    for s in range(0, n, batch_size):
+                        x = self._scaled(pixels[s : s + batch_size].to(device))
+                        x = x.flip(3) if mirrored else x
+                        parts.append(net.backbone.trunk(x, start).to("cpu", torch.float16))
+                    outputs.append(torch.cat(parts))
+                if not self._data:
+                    self._data = [self._table(o.shape[1:], o.dtype) for o in outputs]
+                for table, out in zip(self._data, outputs, strict=True):
+                    table[position : position + n] = out
+                position += n
+                bar.update(n * len(views))
+        if position != size:
+            raise ValueError(f"{position} photos arrived of the {size} announced")
+
+    def _table(self, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+        full = (self.size, *shape)
+        if self._spill is None:
+            return torch.empty(full, dtype=dtype)
+        np_dtype = np.float16 if dtype == torch.float16 else np.uint8
+        # Unlinked at once: the file goes away with the process, however it ends.
+        f = tempfile.TemporaryFile(dir=self._spill, prefix="trunk-")  # noqa: SIM115 - closed by close()
+        f.truncate(int(np.prod(full)) * np.dtype(np_dtype).itemsize)
+        self._files.append(f)
+        return torch.from_numpy(np.memmap(f, dtype=np_dtype, mode="r+", shape=full))
+
+    def close(self) -> None:
+        self._data = []
+        for f in self._files:
+            f.close()
+        self._files = []
 
     def _scaled(self, pixels: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self._pre.mean, device=pixels.device).view(1, 3, 1, 1)
@@ -111,6 +149,7 @@ class TrunkCache:
         """Inputs of the trainable part for `indices`, each taken mirrored where `mirrored` is."""
         x = self._data[0][indices]
         if mirrored is not None and self.mirrors:
-            x = torch.where(mirrored.view(-1, 1, 1, 1), self._data[1][indices], x)
+            other = x.flip(3) if self.start == 0 else self._data[1][indices]
+            x = torch.where(mirrored.view(-1, 1, 1, 1), other, x)
         x = x.to(self.device, non_blocking=True)
         return self._scaled(x) if self.start == 0 else x.float()

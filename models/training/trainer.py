@@ -14,9 +14,10 @@ from __future__ import annotations
 import copy
 import json
 import math
+import resource
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,15 +31,20 @@ from torch import nn
 from torch.nn import functional as nnf
 from tqdm import tqdm
 
+from models.dataset.dataset import ITEM_TASK
 from models.embedder import resolve_device
-from models.evalset.catalog import ATTRIBUTES, VOCABULARY, EvalCatalog
-from models.evaluation.harness import rank_in_memory, report, split_photo_keys
-from models.evaluation.photos import load_photos
+from models.evalset.catalog import EvalCatalog
 from models.network import EmbeddingNet, export_checkpoint, load_model
-from models.training.data import ITEM_TASK, TrainingPhotos, TrunkCache, training_photos
+from models.training.data import MISSING, TrunkCache
 from models.training.heads import MultitaskHeads
+from models.training.source import CatalogSource, TrainingSource
 
-log = structlog.get_logger("lookalike.train")
+
+def _log() -> Any:
+    # Looked up at each use, not cached at import: a logger bound once keeps the stderr of that
+    # moment, and the command line reconfigures logging at every start.
+    return structlog.get_logger("lookalike.train")
+
 
 STATE_FILE = "state.pt"
 LOG_FILE = "train.jsonl"
@@ -46,7 +52,7 @@ MODEL_FILE = "model.pt"
 
 
 class TrainConfig(BaseModel):
-    """One training run; the catalog fields say which evaluation catalog it learns from."""
+    """One training run; `data` (a manifest) or the catalog fields say what it learns from."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -67,6 +73,8 @@ class TrainConfig(BaseModel):
     scale: float = Field(default=16.0, gt=0)
     catalog_items: int = Field(default=360, ge=10)
     catalog_seed: int = 11
+    # A dataset manifest (train --data); None: the built-in catalog above.
+    data: str | None = None
     seed: int = 0
     workers: int | None = Field(default=None, ge=1)
 
@@ -110,6 +118,20 @@ def _autocast(device: torch.device) -> Iterator[None]:
         yield
 
 
+def _peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _selection_score(val: dict[str, Any]) -> float:
+    """What picks the best epoch: buyer photo -> listing recall@10 + mAP, or listing -> listing
+    where the validation split has no buyer photo."""
+    scores = val["buyer_to_listing"]
+    if scores.get("queries", 1) == 0:
+        scores = val["listing_to_listing"]
+    return float(scores["recall@10"] + scores["map"])
+
+
 class _JsonLog:
     """train.jsonl (one event per line), plus TensorBoard scalars when tensorboard is installed."""
 
@@ -151,12 +173,14 @@ class Trainer:
     def __init__(
         self,
         config: TrainConfig,
-        catalog: EvalCatalog,
+        source: EvalCatalog | TrainingSource,
         progress: bool = True,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.config = config
-        self.catalog = catalog
+        self.source: TrainingSource = (
+            CatalogSource(source, progress) if isinstance(source, EvalCatalog) else source
+        )
         self.progress = progress
         self.on_epoch = on_epoch
         self.device = resolve_device(config.device)
@@ -165,13 +189,9 @@ class Trainer:
         self.net = EmbeddingNet(
             config.model_name, base.backbone, f"{config.model_name}-training", config.projection_dim
         ).to(self.device)
-        self.train_items = catalog.split("train")
-        self.val_items = catalog.split("val")
-        sizes = {name: len(VOCABULARY[name]) for name in ATTRIBUTES}
-        self.photos: TrainingPhotos = training_photos(self.train_items, sizes)
-        tasks = {**sizes, ITEM_TASK: len(self.train_items)}
+        tasks = dict(self.source.tasks)
         if config.item_weight == 0:
-            del tasks[ITEM_TASK]
+            tasks.pop(ITEM_TASK, None)
         self.heads = MultitaskHeads(self.net.dim, tasks, config.scale).to(self.device)
         head_params = list(self.heads.parameters())
         assert self.net.projection is not None
@@ -187,7 +207,8 @@ class Trainer:
             for p in g["params"]:
                 p.requires_grad_(True)
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-        self.steps_per_epoch = math.ceil(len(self.photos.keys) / config.batch_size)
+        self.train_count = len(self.source.train_keys)
+        self.steps_per_epoch = math.ceil(self.train_count / config.batch_size)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer,
             max_lr=[g["lr"] for g in groups],
@@ -199,7 +220,6 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._train_cache: TrunkCache | None = None
         self._val_cache: TrunkCache | None = None
-        self._val_keys: list[str] = []
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -253,34 +273,29 @@ class Trainer:
 
     def _caches(self) -> tuple[TrunkCache, TrunkCache]:
         if self._train_cache is None or self._val_cache is None:
-            pre = self.net.preprocessing
-            start = self.config.train_from_block
-            workers = self.config.workers
-            train_images = load_photos(
-                self.catalog, self.photos.keys, pre, workers=workers, progress=self.progress
-            )
-            self._train_cache = TrunkCache(
-                self.net,
-                train_images,
-                start,
-                self.device,
-                progress=self.progress,
-                desc="trunk (train)",
-            )
-            self._val_keys = split_photo_keys(self.val_items)
-            val_images = load_photos(
-                self.catalog, self._val_keys, pre, workers=workers, progress=self.progress
-            )
-            self._val_cache = TrunkCache(
-                self.net,
-                val_images,
-                start,
-                self.device,
-                mirrors=False,
-                progress=self.progress,
-                desc="trunk (val)",
-            )
+            self._train_cache = self._cache(self.source.train_keys, "train", mirrors=True)
+            self._val_cache = self._cache(self.source.val_keys, "val", mirrors=False)
         return self._train_cache, self._val_cache
+
+    def _cache(self, keys: Sequence[str], split: str, mirrors: bool) -> TrunkCache:
+        pre = self.net.preprocessing
+        return TrunkCache(
+            self.net,
+            self.source.images(keys, pre, self.config.workers),
+            len(keys),
+            self.config.train_from_block,
+            self.device,
+            mirrors=mirrors,
+            progress=self.progress,
+            desc=f"trunk ({split})",
+            spill=self.config.out_dir,
+        )
+
+    def _close_caches(self) -> None:
+        for cache in (self._train_cache, self._val_cache):
+            if cache is not None:
+                cache.close()
+        self._train_cache = self._val_cache = None
 
     # -- loop ----------------------------------------------------------------------------------
 
@@ -293,15 +308,14 @@ class Trainer:
                 idx = torch.arange(s, min(s + 128, cache.size))
                 z = _embed(self.net, cache.batch(idx), self.config.train_from_block)
                 out.append(z.float().cpu().numpy())
-        vectors = dict(zip(self._val_keys, np.concatenate(out), strict=True))
-        rankings = rank_in_memory(self.val_items, vectors)
-        return report(self.net.model_id, "val", self.val_items, rankings).as_json()
+        vectors = dict(zip(self.source.val_keys, np.concatenate(out), strict=True))
+        return self.source.validate(self.net.model_id, vectors)
 
     def _train_epoch(self) -> dict[str, float]:
         cache, _ = self._caches()
         _train_mode(self.net)
         self.heads.train()
-        labels = {name: t.to(self.device) for name, t in self.photos.labels.items()}
+        labels = {name: t.to(self.device) for name, t in self.source.labels.items()}
         order = torch.randperm(cache.size)
         mirrored = torch.rand(cache.size) < 0.5
         totals: dict[str, float] = {}
@@ -322,10 +336,12 @@ class Trainer:
                 with _autocast(self.device):
                     z = _embed(self.net, cache.batch(idx, mirrored[idx]), start)
                     logits = self.heads(z.float())
-                losses = {
-                    name: nnf.cross_entropy(out.float(), labels[name][idx.to(self.device)])
-                    for name, out in logits.items()
-                }
+                losses = {}
+                for name, out in logits.items():
+                    target = labels[name][idx.to(self.device)]
+                    # A photo without a value for this task is left out of its loss.
+                    if bool((target != MISSING).any()):
+                        losses[name] = nnf.cross_entropy(out.float(), target, ignore_index=MISSING)
                 loss = sum(
                     (self.config.item_weight if name == ITEM_TASK else 1.0) * value
                     for name, value in losses.items()
@@ -346,7 +362,7 @@ class Trainer:
     def _record(self, event: dict[str, Any], sink: _JsonLog) -> None:
         self.history.append(event)
         sink.write(event)
-        log.info("train_epoch", **_flat(event))
+        _log().info("train_epoch", **_flat(event))
         if self.on_epoch is not None:
             self.on_epoch(event)
 
@@ -370,19 +386,21 @@ class Trainer:
                 event = {
                     "epoch": self.epoch,
                     "loss": losses,
-                    "train_photos": len(self.photos.keys),
+                    "train_photos": self.train_count,
                     "seconds": round(seconds, 2),
-                    "images_per_s": round(len(self.photos.keys) / seconds, 1),
+                    "images_per_s": round(self.train_count / seconds, 1),
+                    "peak_rss_mb": _peak_rss_mb(),
                     "device": self.device.type,
                     "val": val,
                 }
-                score = val["buyer_to_listing"]["recall@10"] + val["buyer_to_listing"]["map"]
+                score = _selection_score(val)
                 if self.best is None or score > self.best[0]:
                     self.best = (score, self.epoch, copy.deepcopy(self.net.state_dict()))
                 self._record(event, sink)
                 self.save()
             return self._export()
         finally:
+            self._close_caches()
             sink.close()
 
     def _export(self) -> TrainResult:
@@ -394,13 +412,26 @@ class Trainer:
         metadata: dict[str, str | int | float | bool] = {
             "epochs": self.config.epochs,
             "best_epoch": best_epoch,
-            "catalog_items": len(self.catalog.items),
-            "catalog_seed": self.catalog.seed,
+            **self.source.metadata(),
+            "preprocessing_size": net.preprocessing.size,
             "train_from_block": self.config.train_from_block,
             "val_buyer_recall@10": best["buyer_to_listing"]["recall@10"],
             "val_listing_recall@10": best["listing_to_listing"]["recall@10"],
+            # The validation curve, for the eval report's training plot.
+            "val_curve": json.dumps(
+                [
+                    {
+                        "epoch": e["epoch"],
+                        "buyer_recall@10": e["val"]["buyer_to_listing"]["recall@10"],
+                        "listing_recall@10": e["val"]["listing_to_listing"]["recall@10"],
+                    }
+                    for e in self.history
+                ]
+            ),
         }
         path = self.config.out_dir / MODEL_FILE
         model_id = export_checkpoint(net.to("cpu").float(), path, metadata)
-        log.info("train_exported", checkpoint=str(path), model_id=model_id, best_epoch=best_epoch)
+        _log().info(
+            "train_exported", checkpoint=str(path), model_id=model_id, best_epoch=best_epoch
+        )
         return TrainResult(model_id, path, best_epoch, list(self.history))

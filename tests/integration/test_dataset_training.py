@@ -1,0 +1,131 @@
+"""The whole path on a dataset a test writes in the manifest format: local photos and photos on
+a real image server, pinned splits; `train --data` for two epochs, then `eval --data --compare`
+with its JSON, per-category table and delta."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from lookalike.cli import main
+from models.dataset.demo import write_demo_dataset
+from models.embedder import Embedder
+from models.evalset.catalog import build_eval_catalog
+from models.network import load_model
+from models.settings import ModelSettings
+from models.training.trainer import LOG_FILE
+from tests.imageserver import ImageServer
+
+pytestmark = pytest.mark.slow
+
+# 12 items (24 listings, 84 photos): 6 train, 3 val, 3 test items, pinned by the manifest.
+CATALOG = build_eval_catalog(12, seed=5, val_share=0.25, test_share=0.25)
+TRAIN_ARGS = ["--epochs", "2", "--batch-size", "16", "--projection-dim", "32"]
+TRAIN_ARGS += ["--train-from-block", "14", "--workers", "2"]
+
+
+def _run(argv: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    out, err = capfd.readouterr()
+    return int(exit_.value.code or 0), out, err
+
+
+def _dataset(root: Path, images: ImageServer) -> Path:
+    def url_of(path: str) -> str | None:
+        # The buyer photos of four items live on the image server; the rest are local files.
+        if not re.match(r"photos/eval-000[1-4]-buyer-", path):
+            return None
+        return images.add(path, (root / path).read_bytes())
+
+    return write_demo_dataset(CATALOG, root, workers=2, url_of=url_of)
+
+
+async def test_train_then_eval_on_a_manifest(
+    tmp_path: Path,
+    image_server: ImageServer,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The image server is on loopback: allowed only with the usual setting.
+    monkeypatch.setenv("LOOKALIKE_ALLOW_PRIVATE_IMAGE_HOSTS", "true")
+    manifest = await asyncio.to_thread(_dataset, tmp_path / "data", image_server)
+    assert image_server.routes, "some photos are URLs"
+    out = tmp_path / "run"
+    cache = tmp_path / "cache"
+    argv = ["train", "--data", str(manifest), "--cache", str(cache), "--out", str(out)]
+    code, stdout, stderr = await asyncio.to_thread(_run, [*argv, *TRAIN_ARGS], capfd)
+    assert code == 0, stderr
+    checkpoint = out / "model.pt"
+    assert f"exported {checkpoint}" in stdout
+    events = [json.loads(x) for x in (out / LOG_FILE).read_text().splitlines()]
+    assert [e["epoch"] for e in events] == [0, 1, 2]
+    # The tasks come from the data: category, its top level, each attribute, and the group.
+    assert set(events[1]["loss"]) == {
+        "loss",
+        "category",
+        "top_level",
+        "colour",
+        "shape",
+        "material",
+        "item",
+    }
+    assert events[1]["train_photos"] == 6 * 7 and events[1]["peak_rss_mb"] > 0
+    assert events[2]["val"]["buyer_to_listing"]["queries"] == 3 * 3
+    # Every URL was fetched once, into the cache.
+    assert all(image_server.count(p) == 1 for p in image_server.routes)
+    assert len(list(cache.iterdir())) == len(image_server.routes)
+
+    embedder = Embedder.from_settings(ModelSettings(model_checkpoint=checkpoint, device="cpu"))
+    assert embedder.model_id.startswith("efficientnet-lite0-ft-") and embedder.dim == 32
+
+    argv = ["eval", "--data", str(manifest), "--cache", str(cache), "--model", str(checkpoint)]
+    argv += ["--compare", "imagenet", "--workers", "2"]
+    code, stdout, stderr = await asyncio.to_thread(_run, [*argv, "--json"], capfd)
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert report["model_id"] == embedder.model_id and report["split"] == "test"
+    assert report["compare"]["model_id"] == load_model().model_id
+    assert report["listings"] == 6 and report["groups"] == 3
+    buyer = report["buyer_to_listing"]
+    assert buyer["queries"] == 9
+    assert 0 <= buyer["recall@1"] <= buyer["recall@5"] <= buyer["recall@10"] <= 1
+    assert report["listing_to_listing"]["queries"] == 6
+    for kind in ("buyer", "listing"):
+        table = report["per_category"][kind]
+        assert sum(row["queries"] for row in table.values()) == (9 if kind == "buyer" else 6)
+        assert set(table) <= {"objects", "art"}
+    assert set(report["agreement@10"]["buyer"]) == {
+        "category",
+        "top_level",
+        "colour",
+        "material",
+        "shape",
+    }
+    delta = report["delta"]["buyer_to_listing"]
+    assert delta["map"] == pytest.approx(
+        buyer["map"] - report["compare"]["buyer_to_listing"]["map"]
+    )
+
+    code, stdout, stderr = await asyncio.to_thread(_run, argv, capfd)
+    assert code == 0, stderr
+    assert "recall@10 per top-level category, buyer photo -> listing" in stdout
+    assert "delta" in stdout and "compare " + load_model().model_id in stdout
+
+
+def test_bad_lines_stop_train_with_their_numbers_unless_skipped(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text('{"listing_id": "A", "photos": ["gone.jpg"]}\n{oops\n')
+    code, _, stderr = _run(["train", "--data", str(manifest), "--out", str(tmp_path)], capfd)
+    assert code == 2
+    assert f"{manifest}:1: photo gone.jpg: no such file" in stderr
+    assert f"{manifest}:2: not JSON" in stderr
+    argv = ["train", "--data", str(manifest), "--out", str(tmp_path), "--skip-invalid"]
+    code, _, stderr = _run(argv, capfd)
+    assert code == 1 and "train split has no listing" in stderr
