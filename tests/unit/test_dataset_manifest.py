@@ -4,6 +4,7 @@ lines are named by number with the reason, and the split is deterministic, by gr
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -135,3 +136,13 @@ def test_split_shares_parse() -> None:
     for text in ("0.7,0.3", "a,b,c", "-1,1,1", "0,0,0"):
         with pytest.raises(ValueError):
             SplitShares.parse(text)
+
+
+def test_the_readme_documents_every_field_and_its_example_is_valid() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Your own data\n", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(\w+)` \|", section, flags=re.MULTILINE))
+    assert documented == set(ManifestLine.model_fields)
+    example = re.search(r"```json\n(.*?)```", section, flags=re.DOTALL)
+    assert example is not None
+    assert parse_line(" ".join(example.group(1).split("\n"))) == parse_line(json.dumps(EXAMPLE))
