@@ -105,7 +105,7 @@ def upload(name: str, data: bytes, mime_type: str = "image/jpeg") -> FilePayload
 
 async def card_ids(page: Page) -> list[str]:
     """The listing ids of the result cards, in grid order."""
-    ids: list[str] = await page.locator("#grid > li").evaluate_all(
+    ids: list[str] = await page.locator("#grid > li.card").evaluate_all(
         "cards => cards.map(c => c.dataset.listingId)"
     )
     return ids
@@ -121,6 +121,15 @@ async def answered(page: Page) -> AsyncIterator[None]:
     before = await page.evaluate(ANSWERED)
     yield
     await page.wait_for_function(f"before => ({ANSWERED})() > before", arg=before)
+
+
+async def grid_rows(page: Page) -> list[float | None]:
+    """The grid in order: each card's score, and None for the "less similar" divider."""
+    rows: list[float | None] = await page.locator("#grid > li").evaluate_all(
+        "items => items.map(li => li.classList.contains('divider') ? null"
+        " : Number(li.dataset.score))"
+    )
+    return rows
 
 
 async def images_loaded(page: Page) -> None:

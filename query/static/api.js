@@ -12,12 +12,14 @@ export class ApiError extends Error {
 }
 
 /** Query-string parameters of /v1/search and /v1/listings/{id}/similar. */
-export function searchParams({ k, category, priceMin, priceMax } = {}) {
+export function searchParams({ k, category, currency, priceMin, priceMax, minScore } = {}) {
   const params = new URLSearchParams();
   if (k) params.set("k", String(k));
   if (category) params.set("category", category);
+  if (currency) params.set("currency", currency);
   if (priceMin !== undefined && priceMin !== null) params.set("price_min", String(priceMin));
   if (priceMax !== undefined && priceMax !== null) params.set("price_max", String(priceMax));
+  if (minScore !== undefined && minScore !== null) params.set("min_score", String(minScore));
   const text = params.toString();
   return text ? `?${text}` : "";
 }
@@ -50,20 +52,33 @@ async function call(url, init) {
 
 /** POST /v1/search with the photo as multipart field `image`; filters go in the query string.
  *  Resolves to {listings: [{id, title, category, price: {amount, currency}, shop_id,
- *  image_url, score}], took_ms, model_id}. */
-export function searchByPhoto(file, filters, signal) {
+ *  image_url, score}], offset, next, took_ms, model_id}. `next`, when given, is the URL of the
+ *  following page: pass it as `pageUrl` with the same photo. */
+export function searchByPhoto(file, filters, signal, pageUrl) {
   const form = new FormData();
   form.append("image", file, file.name || "photo");
-  return call(`/v1/search${searchParams(filters)}`, { method: "POST", body: form, signal });
+  const url = pageUrl || `/v1/search${searchParams(filters)}`;
+  return call(url, { method: "POST", body: form, signal });
 }
 
-/** GET /v1/listings/{id}/similar: more like this, never including the listing itself. */
-export function similarListings(listingId, filters, signal) {
+/** GET /v1/listings/{id}/similar: more like this, never including the listing itself; with
+ *  `pageUrl` (an answer's `next`), the following page. */
+export function similarListings(listingId, filters, signal, pageUrl) {
   const id = encodeURIComponent(listingId);
-  return call(`/v1/listings/${id}/similar${searchParams(filters)}`, { signal });
+  return call(pageUrl || `/v1/listings/${id}/similar${searchParams(filters)}`, { signal });
 }
 
 /** GET /v1/listings/{id}: one listing as indexed. */
 export function getListing(listingId, signal) {
   return call(`/v1/listings/${encodeURIComponent(listingId)}`, { signal });
+}
+
+/** GET /v1/config: {relevance_threshold, default_k, max_k, max_offset}. */
+export function getConfig(signal) {
+  return call("/v1/config", { signal });
+}
+
+/** GET /v1/categories: {categories: [{path, name, count, children: [...]}], total}. */
+export function getCategories(signal) {
+  return call("/v1/categories", { signal });
 }

@@ -1,6 +1,13 @@
 // The search page: pick, drop, paste or photograph an image; then browse listings like it.
 
-import { ApiError, getListing, searchByPhoto, similarListings } from "./api.js";
+import {
+  ApiError,
+  getCategories,
+  getConfig,
+  getListing,
+  searchByPhoto,
+  similarListings,
+} from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -15,6 +22,8 @@ const els = {
   previewCaption: $("preview-caption"),
   filters: $("filters"),
   category: $("category"),
+  currency: $("currency"),
+  moreResults: $("more-results"),
   priceMin: $("price-min"),
   priceMax: $("price-max"),
   spinner: $("spinner"),
@@ -36,6 +45,7 @@ const BY_CODE = {
   too_many_pixels: "That photo has too many pixels. Please choose a smaller one.",
   truncated_image: "That image looks damaged or incomplete. Please try another photo.",
   listing_not_found: "That listing is no longer available.",
+  currency_required: "Choose a currency for the price range.",
   network: "The search service could not be reached. Check your connection and try again.",
 };
 const BY_STATUS = {
@@ -56,14 +66,81 @@ let current = null; // what the grid shows: {kind: "photo", file} or {kind: "sim
 let inFlight = null; // AbortController of the request under way
 let previewUrl = null;
 let lastPhoto = null; // the shopper's photo, searched again when Back leaves "more like this"
+let threshold = null; // the calibrated cut-off (/v1/config): a "less similar" line below it
+let shown = []; // the listings on the grid, every page so far
+let nextPage = null; // the URL of the page after them, when there is one
+// Currencies of the listings shown for this photo or listing, under any filters: narrowing to
+// one currency must not take the others off the picker.
+let seenCurrencies = new Set();
 
 function filters() {
   const number = (input) => (input.value.trim() === "" ? null : Number(input.value));
+  const priceMin = number(els.priceMin);
+  const priceMax = number(els.priceMax);
+  // A price range is meant in one currency: the one chosen, else the commonest on show.
+  if ((priceMin !== null || priceMax !== null) && !els.currency.value) {
+    const common = commonestCurrency();
+    if (common) setCurrencies([common], common);
+  }
   return {
-    category: els.category.value.trim() || null,
-    priceMin: number(els.priceMin),
-    priceMax: number(els.priceMax),
+    category: els.category.value || null,
+    currency: els.currency.value || null,
+    priceMin,
+    priceMax,
   };
+}
+
+function commonestCurrency() {
+  const counts = new Map();
+  for (const listing of shown) {
+    const c = listing.price && listing.price.currency;
+    if (c) counts.set(c, (counts.get(c) || 0) + 1);
+  }
+  let best = null;
+  for (const [c, n] of counts) if (best === null || n > counts.get(best)) best = c;
+  return best;
+}
+
+/** The currency picker offers the currencies of the listings shown, and keeps a choice. */
+function setCurrencies(codes, chosen = els.currency.value) {
+  const all = [...new Set([...codes, ...(chosen ? [chosen] : [])])].sort();
+  const options = [new Option("Any", "")].concat(all.map((c) => new Option(c, c)));
+  els.currency.replaceChildren(...options);
+  els.currency.value = chosen || "";
+}
+
+function showCurrencies() {
+  for (const l of shown) if (l.price && l.price.currency) seenCurrencies.add(l.price.currency);
+  setCurrencies([...seenCurrencies]);
+}
+
+/** The category picker: the index's tree, indented, with how many listings each holds. */
+async function loadCategories() {
+  try {
+    const body = await getCategories();
+    const options = [new Option("All categories", "")];
+    const add = (nodes, depth) => {
+      for (const node of nodes) {
+        const label = `${"\u2003".repeat(depth)}${node.name.replaceAll("_", " ")} (${node.count})`;
+        options.push(new Option(label, node.path));
+        add(node.children, depth + 1);
+      }
+    };
+    add(body.categories, 0);
+    const chosen = els.category.value;
+    els.category.replaceChildren(...options);
+    els.category.value = chosen;
+  } catch {
+    // Without the tree the picker offers "All categories" only; searching still works.
+  }
+}
+
+async function loadConfig() {
+  try {
+    threshold = (await getConfig()).relevance_threshold;
+  } catch {
+    threshold = null; // no divider: results are shown as ranked
+  }
 }
 
 function checkFilters(f) {
@@ -127,6 +204,7 @@ function card(listing) {
   const node = els.template.content.firstElementChild.cloneNode(true);
   const title = listing.title || listing.id;
   node.dataset.listingId = listing.id;
+  node.dataset.score = String(listing.score);
   const img = node.querySelector("img");
   img.alt = title;
   if (listing.image_url) {
@@ -141,27 +219,60 @@ function card(listing) {
   node.querySelector(".price").textContent = formatPrice(listing.price);
   node.querySelector(".shop").textContent = listing.shop_id ? `Shop ${listing.shop_id}` : "";
   const score = node.querySelector(".score");
-  score.textContent = `Score ${Number(listing.score).toFixed(3)}`;
-  score.title = "Similarity to your photo: higher is closer";
+  score.textContent = `Similarity ${Number(listing.score).toFixed(2)}`;
+  score.title =
+    "Cosine similarity of the photos, from -1 to 1: 1 is the same picture" +
+    (threshold === null ? "" : `; from ${threshold} on, usually the same product`);
   const more = node.querySelector(".more");
   more.setAttribute("aria-label", `More like this: ${title}`);
   more.addEventListener("click", () => showSimilar(listing));
   return node;
 }
 
-function render(body, heading) {
+function divider() {
+  const li = document.createElement("li");
+  li.className = "divider";
+  li.setAttribute("role", "separator");
+  li.textContent = "Less similar";
+  return li;
+}
+
+/** Cards for `listings`, with the "less similar" line before the first below the cut-off. */
+function cards(listings, before) {
+  const nodes = [];
+  let previous = before;
+  for (const listing of listings) {
+    const above = (s) => threshold === null || s === null || s >= threshold;
+    if (!above(listing.score) && above(previous)) nodes.push(divider());
+    nodes.push(card(listing));
+    previous = listing.score;
+  }
+  return nodes;
+}
+
+function render(body, heading, append = false) {
   els.heading.textContent = heading;
-  els.grid.replaceChildren(...body.listings.map(card));
-  const n = body.listings.length;
+  const before = append && shown.length ? shown[shown.length - 1].score : null;
+  if (append) {
+    els.grid.append(...cards(body.listings, before));
+    shown = shown.concat(body.listings);
+  } else {
+    els.grid.replaceChildren(...cards(body.listings, null));
+    shown = body.listings.slice();
+  }
+  nextPage = body.next || null;
+  els.moreResults.hidden = nextPage === null;
+  showCurrencies();
+  const n = shown.length;
   els.note.textContent = n === 0 ? "No listings match. Try other filters or another photo." : "";
   els.note.hidden = n !== 0;
   els.statusText.textContent =
     n === 0 ? "No listings found." : `${n} listing${n === 1 ? "" : "s"} found.`;
 }
 
-async function run(query) {
+async function run(query, pageUrl = null) {
   const f = filters();
-  const problem = checkFilters(f);
+  const problem = pageUrl ? null : checkFilters(f);
   if (problem) {
     showError(problem);
     return;
@@ -175,13 +286,14 @@ async function run(query) {
     query.kind === "photo" ? "Searching for listings like your photo…" : "Finding similar listings…",
   );
   try {
+    const append = pageUrl !== null;
     if (query.kind === "photo") {
-      const body = await searchByPhoto(query.file, f, controller.signal);
-      render(body, "Results");
+      const body = await searchByPhoto(query.file, f, controller.signal, pageUrl);
+      render(body, "Results", append);
     } else {
-      const body = await similarListings(query.id, f, controller.signal);
-      render(body, `More like “${query.title}”`);
-      els.heading.focus();
+      const body = await similarListings(query.id, f, controller.signal, pageUrl);
+      render(body, `More like “${query.title}”`, append);
+      if (!append) els.heading.focus();
     }
   } catch (err) {
     if (err.name === "AbortError") return;
@@ -190,6 +302,9 @@ async function run(query) {
     // Results of an earlier search would read as answers to this one.
     els.heading.textContent = "Results";
     els.grid.replaceChildren();
+    shown = [];
+    nextPage = null;
+    els.moreResults.hidden = true;
     els.note.hidden = true;
     const refused = err instanceof ApiError && [413, 415, 422].includes(err.status);
     if (query.kind === "photo" && refused) {
@@ -212,6 +327,7 @@ async function run(query) {
 function searchPhoto(file) {
   if (!file) return;
   lastPhoto = file;
+  seenCurrencies = new Set();
   const url = URL.createObjectURL(file);
   showPreview(url, "Your photo");
   previewUrl = url;
@@ -220,6 +336,7 @@ function searchPhoto(file) {
 }
 
 function showSimilar(listing) {
+  seenCurrencies = new Set();
   showPreview(listing.image_url, `Like: ${listing.title || listing.id}`);
   // The hash makes the view a link (and the Back button work); hashchange does nothing new for it.
   const hash = `#like=${encodeURIComponent(listing.id)}`;
@@ -307,6 +424,10 @@ function wireFilters() {
     // The form clears its fields after this event; search again once it has.
     setTimeout(() => current && run(current), 0);
   });
+  els.category.addEventListener("change", () => current && run(current));
+  els.moreResults.addEventListener("click", () => {
+    if (current && nextPage) run(current, nextPage);
+  });
 }
 
 function start() {
@@ -319,8 +440,11 @@ function start() {
     if (location.hash) openFromHash();
     else if (lastPhoto) searchPhoto(lastPhoto);
   });
-  openFromHash();
-  document.documentElement.classList.add("ready");
+  // The cut-off first, so the first results already have their divider.
+  Promise.all([loadConfig(), loadCategories()]).finally(() => {
+    openFromHash();
+    document.documentElement.classList.add("ready");
+  });
 }
 
 start();

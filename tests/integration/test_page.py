@@ -28,6 +28,7 @@ from tests.page_support import (
     answered,
     card_ids,
     chromium,
+    grid_rows,
     images_loaded,
     running_app,
     served_catalog,
@@ -40,7 +41,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 NOT_AN_IMAGE = "That file is not an image"
 BLOB = re.compile(r"^blob:http://127\.0\.0\.1:\d+/")
-SCORE = re.compile(r"^Score \d\.\d{3}$")
+SCORE = re.compile(r"^Similarity -?\d\.\d{2}$")
 
 
 @dataclass
@@ -123,10 +124,14 @@ def stored(listing_id: str) -> dict[str, Any]:
     return next(c.payload for c in catalog() if c.listing_id == listing_id)
 
 
-async def api_ids(url: str) -> list[str]:
+async def api_json(url: str) -> Any:
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         assert resp.status == 200
-        body = await resp.json()
+        return await resp.json()
+
+
+async def api_ids(url: str) -> list[str]:
+    body = await api_json(url)
     return [item["id"] for item in body["listings"]]
 
 
@@ -156,7 +161,7 @@ async def test_a_photo_of_a_listing_shows_that_listing_first(desktop: Visit, sit
     page = desktop.page
     await search_photo(page, rephotographed("coffee", angle=-3, crop=0.1))
     await expect(page.locator("#preview img")).to_have_attribute("src", BLOB)
-    first = page.locator("#grid > li").first
+    first = page.locator("#grid > li.card").first
     assert (await card_ids(page))[0] == "P-coffee"
     payload = stored("P-coffee")
     await expect(first.locator(".title")).to_have_text(payload["title"])
@@ -168,8 +173,31 @@ async def test_a_photo_of_a_listing_shows_that_listing_first(desktop: Visit, sit
     # The card shows the listing's photo that matched (its second one, the real photo), loaded.
     assert site.images.count("P-coffee/1.jpg") >= 1
     assert await first.locator("img").evaluate("img => img.naturalWidth") > 0
-    assert await page.locator("#grid > li").count() == 24
+    assert await page.locator("#grid > li.card").count() == 24
     await expect(page.locator("#status-text")).to_have_text("24 listings found.")
+    # One "less similar" line, where the scores fall below the served cut-off (a tilted, cropped
+    # photo of the listing already does), and above it the listing's own photo.
+    threshold = (await api_json(f"{site.url}/v1/config"))["relevance_threshold"]
+    for data, above in [
+        (rephotographed("coffee", angle=-3, crop=0.1), 0),
+        (photo_bytes("coffee"), 1),
+    ]:
+        if above:
+            await search_photo(page, data, "coffee.png", "image/png")
+        rows = await grid_rows(page)
+        assert rows.count(None) == 1, rows
+        line = rows.index(None)
+        assert line >= above and all(s is not None and s >= threshold for s in rows[:line])
+        assert all(s is not None and s < threshold for s in rows[line + 1 :])
+    assert (await card_ids(page))[0] == "P-coffee"
+    await expect(page.get_by_role("separator")).to_have_text("Less similar")
+    # More results continue the ranking: no listing twice, and the divider stays single.
+    await expect(page.get_by_role("button", name="More results")).to_be_visible()
+    async with answered(page):
+        await page.get_by_role("button", name="More results").click()
+    ids = await card_ids(page)
+    assert len(ids) == len(set(ids)) > 24
+    assert (await grid_rows(page)).count(None) == 1
 
 
 async def test_more_like_this_shows_new_results_without_the_listing(
@@ -230,22 +258,38 @@ async def test_a_text_file_shows_the_not_an_image_message(desktop: Visit) -> Non
     assert (await card_ids(page))[0] == "P-chelsea"
 
 
-async def test_filters_narrow_the_results_by_category_and_price(desktop: Visit) -> None:
+async def test_filters_narrow_the_results_by_category_and_price(desktop: Visit, site: Site) -> None:
     page = desktop.page
     await search_photo(page, rephotographed("coffee"))
-    await page.get_by_label("Category").fill("jewelry")
+    # The picker is the index's category tree, with its counts.
+    tree = await api_json(f"{site.url}/v1/categories")
+    jewelry = next(node for node in tree["categories"] if node["path"] == "jewelry")
+    option = page.locator("#category option[value='jewelry']")
+    await expect(option).to_have_text(f"jewelry ({jewelry['count']})")
     async with answered(page):
-        await page.get_by_role("button", name="Apply filters").click()
+        await page.get_by_label("Category").select_option("jewelry")
     ids = await card_ids(page)
     assert ids and all(stored(i)["category"].startswith("jewelry/") for i in ids)
-    await page.get_by_label("Category").fill("")
+    async with answered(page):
+        await page.get_by_label("Category").select_option("")
+    # The results show dollars and euros; a price range takes the commonest of them.
+    await expect(page.locator("#currency option")).to_have_text(["Any", "EUR", "USD"])
     await page.get_by_label("Max price").fill("20")
     async with answered(page):
         await page.get_by_label("Max price").press("Enter")
+    await expect(page.get_by_label("Currency")).to_have_value("USD")
     ids = await card_ids(page)
     assert ids and all(stored(i)["price"] <= 20 for i in ids)
+    assert all(stored(i)["currency"] == "USD" for i in ids)
     prices = await page.locator("#grid .price").all_inner_texts()
     assert all(float(p.lstrip("$")) <= 20 for p in prices)
+    # Euros: the same range in the other currency.
+    async with answered(page):
+        await page.get_by_label("Currency").select_option("EUR")
+        await page.get_by_role("button", name="Apply filters").click()
+    ids = await card_ids(page)
+    assert ids and all(stored(i)["currency"] == "EUR" and stored(i)["price"] <= 20 for i in ids)
+    await page.get_by_label("Currency").select_option("USD")
     # A range that cannot hold anything is refused on the page, before any request.
     await page.get_by_label("Min price").fill("50")
     await page.get_by_role("button", name="Apply filters").click()
@@ -293,7 +337,7 @@ async def test_keyboard_alone_chooses_a_photo_and_asks_for_more(desktop: Visit) 
         await (await chooser.value).set_files(upload("astronaut.jpg", rephotographed("astronaut")))
     assert (await card_ids(page))[0] == "P-astronaut"
     # On a desktop the camera button is not offered: the next stops are the filters, in order.
-    for label in ["Category", "Min price", "Max price"]:
+    for label in ["Category", "Currency", "Min price", "Max price"]:
         await page.keyboard.press("Tab")
         await expect(page.get_by_label(label)).to_be_focused()
     await page.keyboard.press("Tab")
