@@ -161,7 +161,13 @@ def _cmd_publish(args: argparse.Namespace) -> int:
             )
             return 2
     try:
-        sent = send(batch.events, bootstrap, topic, broker.topic_partitions)
+        sent = send(
+            batch.events,
+            bootstrap,
+            topic,
+            broker.topic_partitions,
+            security=broker.client_security(),
+        )
     except (BrokerUnreachable, BrokerError, PublishError, KafkaException) as exc:
         print(f"publish: {exc}", file=sys.stderr)
         return 1
@@ -253,8 +259,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         model = model.model_copy(update={"model_checkpoint": args.model})
     if args.data is not None:
         return _eval_data(args, model)
-    if args.compare is not None:
-        print("eval: --compare needs --data", file=sys.stderr)
+    if args.compare is not None or args.report is not None:
+        print("eval: --compare and --report need --data", file=sys.stderr)
         return 2
     options = EvalOptions(
         items=args.items,
@@ -277,9 +283,12 @@ def _eval_data(args: argparse.Namespace, model: ModelSettings) -> int:
 
     from lookalike.evaluation import DataEvalOptions, data_json, format_data_report, run_eval_data
     from models.dataset.dataset import InvalidDatasetError
+    from models.evaluation.page import write_report
+    from models.images import ImageLimits
     from models.network import CheckpointError
     from models.settings import FetchSettings, ImageSettings
 
+    images = ImageSettings()
     compare = None
     if args.compare is not None:
         checkpoint = None if args.compare == "imagenet" else Path(args.compare)
@@ -290,9 +299,7 @@ def _eval_data(args: argparse.Namespace, model: ModelSettings) -> int:
         options = DataEvalOptions(
             data=data, split=args.split, workers=args.workers, progress=not args.json
         )
-        dataset, evaluation = run_eval_data(
-            model, compare, options, FetchSettings(), ImageSettings()
-        )
+        dataset, evaluation = run_eval_data(model, compare, options, FetchSettings(), images)
     except InvalidDatasetError as exc:
         return _dataset_failed("eval", exc)
     except (CheckpointError, ValueError, OSError) as exc:
@@ -301,6 +308,16 @@ def _eval_data(args: argparse.Namespace, model: ModelSettings) -> int:
     if dataset.skipped:
         lines = len({b.lineno for b in dataset.skipped})
         print(f"eval: skipped {lines} lines with problems (--skip-invalid)", file=sys.stderr)
+    if args.report is not None:
+        page = write_report(
+            args.report,
+            evaluation.report,
+            evaluation.compare,
+            dataset.split(args.split),
+            ImageLimits.from_settings(images),
+            title=f"lookalike eval: {args.data}",
+        )
+        print(f"report: {page}", file=sys.stderr)
     print(
         json.dumps(data_json(evaluation), indent=2) if args.json else format_data_report(evaluation)
     )
@@ -592,6 +609,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with --data: a second checkpoint (or `imagenet`) scored on the same queries; "
         "adds its results and a delta column (model - compare)",
+    )
+    evaluate.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="with --data: write DIR/index.html, metrics and sample queries with thumbnails",
     )
     catalog_args(evaluate)
     data_args(evaluate, "--split-shares", "default: the checkpoint's, else 0.7,0.1,0.2 and 0")

@@ -19,6 +19,7 @@ from models.network import load_model
 from models.settings import ModelSettings
 from models.training.trainer import LOG_FILE
 from tests.imageserver import ImageServer
+from tests.page_support import ARTIFACTS, chromium
 
 pytestmark = pytest.mark.slow
 
@@ -111,10 +112,35 @@ async def test_train_then_eval_on_a_manifest(
         buyer["map"] - report["compare"]["buyer_to_listing"]["map"]
     )
 
-    code, stdout, stderr = await asyncio.to_thread(_run, argv, capfd)
+    report_dir = tmp_path / "report"
+    code, stdout, stderr = await asyncio.to_thread(
+        _run, [*argv, "--report", str(report_dir)], capfd
+    )
     assert code == 0, stderr
     assert "recall@10 per top-level category, buyer photo -> listing" in stdout
     assert "delta" in stdout and "compare " + load_model().model_id in stdout
+    await _check_report(report_dir / "index.html", embedder.model_id)
+
+
+async def _check_report(page_path: Path, model_id: str) -> None:
+    """The page renders in Chromium: tables, curves, every thumbnail loaded, hits marked."""
+    async with chromium() as browser:
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(page_path.as_uri())
+        assert model_id in await page.locator("h1 + p").inner_text()
+        assert await page.locator("tr.category").count() >= 2
+        assert await page.locator("svg.curve polyline").count() == 2
+        queries = page.locator(".query")
+        assert await queries.count() >= 4
+        # With --compare every query shows both models' top 10.
+        assert await queries.first.locator(".model").count() == 2
+        assert await page.locator("figure.hit").count() > 0
+        broken = await page.evaluate(
+            "[...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length"
+        )
+        assert broken == 0
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=ARTIFACTS / "eval-report.png", full_page=True)
 
 
 def test_bad_lines_stop_train_with_their_numbers_unless_skipped(
