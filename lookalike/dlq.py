@@ -23,7 +23,13 @@ from confluent_kafka import Message, Producer
 from tqdm import tqdm
 
 from models.settings import BrokerSettings
-from stream.broker import BrokerError, create_topics, quiet_client_config, read_to_end
+from stream.broker import (
+    BrokerError,
+    Security,
+    create_topics,
+    quiet_client_config,
+    read_to_end,
+)
 from stream.publisher import ListingPublisher
 
 # Headers the worker adds; a replay sends the producer's own ones and says what it replays.
@@ -149,13 +155,16 @@ def _ref(partition: int, offset: int) -> str:
 
 def read_dead_letters(bootstrap: str, broker: BrokerSettings) -> list[DeadLetter]:
     """Every dead letter on the DLQ topic, oldest first per partition."""
-    return [DeadLetter.of(m) for m in read_to_end(bootstrap, broker.dlq_topic)]
+    messages = read_to_end(bootstrap, broker.dlq_topic, security=broker.client_security())
+    return [DeadLetter.of(m) for m in messages]
 
 
 def replayed(bootstrap: str, broker: BrokerSettings) -> set[str]:
     """`partition:offset` of every dead letter replayed so far (the ledger topic)."""
     try:
-        messages = read_to_end(bootstrap, ledger_topic(broker.dlq_topic))
+        messages = read_to_end(
+            bootstrap, ledger_topic(broker.dlq_topic), security=broker.client_security()
+        )
     except BrokerError:
         return set()  # no ledger yet: nothing was replayed
     return {key.decode() for key in (m.key() for m in messages) if key}
@@ -200,23 +209,26 @@ def replay(
         return report
     ledger = ledger_topic(broker.dlq_topic)
     # The publisher never creates the topic by accident; replay creates the ledger on purpose.
-    create_topics(bootstrap, {broker.topic: broker.topic_partitions, ledger: 1})
+    security = broker.client_security()
+    create_topics(bootstrap, {broker.topic: broker.topic_partitions, ledger: 1}, security=security)
+    client: dict[str, Any] = {**security, **quiet_client_config()}
     with (
-        ListingPublisher(bootstrap, broker.topic, **quiet_client_config()) as publisher,
+        ListingPublisher(bootstrap, broker.topic, **client) as publisher,
         tqdm(total=len(report.replayed), desc="replay", unit="event", leave=False) as bar,
     ):
         for letter in report.replayed:
             publisher.publish_raw(letter.key, letter.value, letter.replay_headers(broker.dlq_topic))
             bar.update(1)
         publisher.flush()
-    _record(bootstrap, ledger, report.replayed)
+    _record(bootstrap, ledger, report.replayed, security)
     return report
 
 
-def _record(bootstrap: str, ledger: str, letters: Sequence[DeadLetter]) -> None:
+def _record(bootstrap: str, ledger: str, letters: Sequence[DeadLetter], security: Security) -> None:
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
+            **security,
             "enable.idempotence": True,
             "allow.auto.create.topics": False,
             **quiet_client_config(),

@@ -25,7 +25,13 @@ from typing import Any, Literal
 from tqdm import tqdm
 
 from models.events import encode_event, event_key, parse_event
-from stream.broker import check_reachable, create_topics, quiet_client_config
+from stream.broker import (
+    PLAINTEXT,
+    Security,
+    check_reachable,
+    create_topics,
+    quiet_client_config,
+)
 from stream.publisher import ListingPublisher
 
 Format = Literal["jsonl", "csv"]
@@ -146,12 +152,13 @@ def send(
     topic: str,
     partitions: int,
     progress: bool = True,
+    security: Security = PLAINTEXT,
 ) -> int:
     """Send the events (queued without waiting for each acknowledgement), then wait for all;
     raise BrokerUnreachable first when nobody answers at `bootstrap`."""
-    check_reachable(bootstrap, CONNECT_TIMEOUT_S)
+    check_reachable(bootstrap, CONNECT_TIMEOUT_S, security)
     # Publishers never create topics by accident (with the broker's partition count).
-    create_topics(bootstrap, {topic: partitions}, timeout_s=5.0)
+    create_topics(bootstrap, {topic: partitions}, timeout_s=5.0, security=security)
     with (
         tqdm(total=len(events), desc="publish", unit="event", disable=not progress) as bar,
         ListingPublisher(
@@ -160,6 +167,7 @@ def send(
             on_delivered=bar.update,
             # Larger batches than the live publisher's: a backfill is about throughput.
             **{"linger.ms": 20, "batch.size": 1_000_000},
+            **security,
             **quiet_client_config(),
         ) as publisher,
     ):

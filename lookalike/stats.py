@@ -34,6 +34,7 @@ from models.settings import BrokerSettings, ModelSettings, StoreSettings
 from models.store.edge import EdgeStore, copy_shard
 from models.store.factory import collection_name_for, open_store, resolve_alias
 from models.store.types import StoreError, VectorStore
+from stream.broker import PLAINTEXT, Security
 
 # The broker part of `stats` must end within this, however the broker misbehaves.
 BROKER_BUDGET_S = 8.0
@@ -127,7 +128,11 @@ def _lag(
 
 
 def consumer_lag(
-    bootstrap: str, group_id: str, topic: str, budget_s: float = BROKER_BUDGET_S
+    bootstrap: str,
+    group_id: str,
+    topic: str,
+    budget_s: float = BROKER_BUDGET_S,
+    security: Security = PLAINTEXT,
 ) -> list[PartitionLag]:
     """The group's committed offsets against the confirmed log end of every partition of
     `topic` (blocking, within about `budget_s`). The group is only looked at: this consumer
@@ -136,6 +141,7 @@ def consumer_lag(
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
+            **security,
             "group.id": group_id,
             "enable.auto.commit": False,
             "enable.partition.eof": True,
@@ -279,7 +285,13 @@ def gather_stats(
         lag = None
         if with_lag:
             lag = asyncio.ensure_future(
-                asyncio.to_thread(consumer_lag, broker.broker, group_id, broker.topic)
+                asyncio.to_thread(
+                    consumer_lag,
+                    broker.broker,
+                    group_id,
+                    broker.topic,
+                    security=broker.client_security(),
+                )
             )
         index = await index_stats(store, model)
         if lag is None:

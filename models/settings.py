@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "LOOKALIKE_"
@@ -82,3 +82,33 @@ class BrokerSettings(BaseSettings):
     # Listings whose photos failed only transiently wait here for another try.
     retry_topic: str = "listings.retry"
     topic_partitions: int = Field(default=4, ge=1)
+    # How every client (the worker, publish, dlq, stats) authenticates to the broker.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    # CA bundle that signed the broker's certificate; unset: the system's.
+    kafka_ssl_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> BrokerSettings:
+        if self.kafka_security_protocol.startswith("SASL_") and (
+            not self.kafka_sasl_username or self.kafka_sasl_password is None
+        ):
+            raise ValueError(
+                f"LOOKALIKE_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "LOOKALIKE_KAFKA_SASL_USERNAME and LOOKALIKE_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+    def client_security(self) -> dict[str, str]:
+        """The librdkafka settings of that authentication, for confluent-kafka clients."""
+        config = {"security.protocol": self.kafka_security_protocol.lower()}
+        if self.kafka_security_protocol.startswith("SASL_"):
+            assert self.kafka_sasl_username is not None and self.kafka_sasl_password is not None
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            config["sasl.username"] = self.kafka_sasl_username
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_security_protocol.endswith("SSL") and self.kafka_ssl_ca_file is not None:
+            config["ssl.ca.location"] = str(self.kafka_ssl_ca_file)
+        return config

@@ -12,6 +12,7 @@ import structlog
 from mode.types.signals import BaseSignalT
 
 from stream.adapters import TopicDeadLetters, TopicRetries, incoming
+from stream.credentials import faust_credentials
 from stream.health import WorkerHealth
 from stream.indexer import Incoming, ListingIndexer
 from stream.lanes import Lanes
@@ -64,6 +65,7 @@ def create_app(
         producer_partitioner=None,
         # The worker's port is stream.status, not Faust's web server.
         web_enabled=False,
+        broker_credentials=faust_credentials(b),
         **faust_options,
     )
     listings = app.topic(b.topic, key_type=bytes, value_type=bytes, partitions=b.topic_partitions)

