@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import math
 import threading
 from dataclasses import dataclass
 from typing import ClassVar
@@ -52,6 +53,43 @@ class TruncatedImage(ImageError):  # noqa: N818 - names fixed by the module cont
 
 class ExtremeAspectRatio(ImageError):  # noqa: N818 - named like its siblings
     code = "extreme_aspect_ratio"
+
+
+class CropTooSmall(ImageError):  # noqa: N818 - named like its siblings
+    code = "crop_too_small"
+
+
+# A region of a photo smaller than this on a side has too little to recognise.
+MIN_CROP_PIXELS = 32
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A region of a photo in fractions of its width and height, after EXIF orientation:
+    left, top, width, height. Picklable, so that it travels to a decode process."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+    def box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The region in pixels of a width x height image: (left, top, right, bottom)."""
+        left, top = round(self.x * width), round(self.y * height)
+        right = min(width, round((self.x + self.w) * width))
+        bottom = min(height, round((self.y + self.h) * height))
+        return left, top, right, bottom
+
+
+def crop_image(image: Image.Image, crop: Crop) -> Image.Image:
+    """The region `crop` of `image`; CropTooSmall under MIN_CROP_PIXELS on a side."""
+    left, top, right, bottom = crop.box(*image.size)
+    if min(right - left, bottom - top) < MIN_CROP_PIXELS:
+        raise CropTooSmall(
+            f"the crop is {right - left}x{bottom - top} pixels of this photo; at least "
+            f"{MIN_CROP_PIXELS} on each side"
+        )
+    return image.crop((left, top, right, bottom))
 
 
 @dataclass(frozen=True)
@@ -261,8 +299,15 @@ def fit_image(image: Image.Image, size: int, crop_padding: int = 0) -> Image.Ima
 
 
 def decode_fitted(
-    data: bytes, limits: ImageLimits, size: int, crop_padding: int = 0
+    data: bytes, limits: ImageLimits, size: int, crop_padding: int = 0, crop: Crop | None = None
 ) -> Image.Image:
-    """`data` decoded within `limits` and fitted to the model's (size, size) input. A plain
-    function of picklable arguments, so that it runs in a decode process as well as a thread."""
-    return fit_image(decode_image(data, limits, size + crop_padding), size, crop_padding)
+    """`data` decoded within `limits`, cut to `crop` when given, and fitted to the model's
+    (size, size) input. A plain function of picklable arguments, so that it runs in a decode
+    process as well as a thread."""
+    min_side = size + crop_padding
+    if crop is None:
+        return fit_image(decode_image(data, limits, min_side), size, crop_padding)
+    # A JPEG decodes at reduced scale only as far as the region still fills the model's input.
+    region_side = math.ceil(min_side / max(min(crop.w, crop.h), 1e-3))
+    image = crop_image(decode_image(data, limits, region_side), crop)
+    return fit_image(image, size, crop_padding)

@@ -11,7 +11,14 @@ from typing import Protocol
 
 from PIL import Image
 
-from models.images import ImageLimits, ImageProbe, content_hash, decode_fitted, probe_image
+from models.images import (
+    Crop,
+    ImageLimits,
+    ImageProbe,
+    content_hash,
+    decode_fitted,
+    probe_image,
+)
 from models.network import Preprocessing
 
 # Below this, sha256 takes about a millisecond: cheaper on the loop than a hop to a pool that
@@ -65,12 +72,12 @@ class PhotoPipeline:
             raise RuntimeError("this PhotoPipeline has no fetcher; it loads bytes only")
         return await self._fetcher.fetch(url)
 
-    async def decode(self, data: bytes) -> Image.Image:
-        """The model-sized RGB image, decoded within the limits on the pool; an ImageError
-        subclass for anything unacceptable."""
+    async def decode(self, data: bytes, crop: Crop | None = None) -> Image.Image:
+        """The model-sized RGB image, decoded within the limits on the pool and cut to `crop`
+        first when given; an ImageError subclass for anything unacceptable."""
         pre = self._preprocessing
         # A plain function of picklable arguments: `pool` may be a process pool.
-        call = partial(decode_fitted, data, self._limits, pre.size, pre.crop_padding)
+        call = partial(decode_fitted, data, self._limits, pre.size, pre.crop_padding, crop)
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     async def probe(self, data: bytes) -> ImageProbe:

@@ -113,6 +113,15 @@ _FILTER_PARAMETERS: list[dict[str, Any]] = [
     },
 ]
 
+_CROP = {
+    "name": "crop",
+    "in": "query",
+    "description": "Search a region of the photo: x,y,w,h in fractions of its width and height "
+    "(after EXIF orientation), e.g. 0.5,0,0.5,1 for the right half. Inside the photo, each side "
+    "at least 0.05 of the photo's and 32 pixels.",
+    "schema": {"type": "string", "pattern": r"^\s*[0-9.eE+-]+(\s*,\s*[0-9.eE+-]+){3}\s*$"},
+}
+
 _LISTING_ID = {
     "name": "listing_id",
     "in": "path",
@@ -329,8 +338,8 @@ def openapi_spec(server_url: str | None = None) -> dict[str, Any]:
             "/v1/search": {
                 "post": {
                     "operationId": "search",
-                    "summary": "Listings that look like a photo.",
-                    "parameters": _FILTER_PARAMETERS,
+                    "summary": "Listings that look like a photo, or like a region of it.",
+                    "parameters": [_CROP, *_FILTER_PARAMETERS],
                     "requestBody": {
                         "required": True,
                         "content": {

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from multidict import MultiMapping
 
+from models.images import Crop
 from models.store.types import SearchFilters
 from query.errors import ApiError, shown
 from query.openapi import MAX_EXCLUDE, MAX_ID_LENGTH, MAX_OFFSET
@@ -28,6 +29,10 @@ KNOWN = frozenset(
     }
 )
 _CURRENCY = re.compile(r"[A-Z]{3}")
+# The smallest region a crop may name, as a share of the photo's width and of its height.
+MIN_CROP_FRACTION = 0.05
+# Rounding in a client's arithmetic (0.1 + 0.9) must not make a whole-width crop "outside".
+_CROP_SLACK = 1e-6
 
 
 @dataclass(frozen=True)
@@ -144,10 +149,34 @@ def refuse_parameters(query: MultiMapping[str], known: frozenset[str]) -> None:
         )
 
 
-def parse_search_params(query: MultiMapping[str], default_k: int) -> SearchParams:
+def parse_crop(query: MultiMapping[str]) -> Crop | None:
+    """crop=x,y,w,h: a region inside the photo in fractions of its sides, each side at least
+    MIN_CROP_FRACTION of the photo's."""
+    raw = _single(query, "crop")
+    if raw is None:
+        return None
+    parts = raw.split(",")
+    if len(parts) != 4:
+        raise _bad("crop", "must be x,y,w,h: four numbers, fractions of the photo")
+    try:
+        x, y, w, h = (float(part) for part in parts)
+    except ValueError:
+        raise _bad("crop", "must be x,y,w,h: four numbers, fractions of the photo") from None
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        raise _bad("crop", "must be finite numbers")
+    if x < 0 or y < 0 or x + w > 1 + _CROP_SLACK or y + h > 1 + _CROP_SLACK:
+        raise _bad("crop", "must lie inside the photo: x, y >= 0, x + w <= 1, y + h <= 1")
+    if w < MIN_CROP_FRACTION or h < MIN_CROP_FRACTION:
+        raise _bad("crop", f"width and height must be at least {MIN_CROP_FRACTION} of the photo's")
+    return Crop(x, y, min(w, 1 - x), min(h, 1 - y))
+
+
+def parse_search_params(
+    query: MultiMapping[str], default_k: int, also: frozenset[str] = frozenset()
+) -> SearchParams:
     """k, paging, cut-off and filters from a query string; anything unknown or malformed is a
-    400, not a guess."""
-    refuse_parameters(query, KNOWN)
+    400, not a guess. `also`: further parameters the route reads itself."""
+    refuse_parameters(query, KNOWN | also)
     category = _text(query, "category")
     if category is not None:
         category = "/".join(p for p in category.split("/") if p)

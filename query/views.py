@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from models.fetch import FetchTimeout
+from models.images import Crop, CropTooSmall
 from models.microbatch import BatcherClosedError
 from models.schema import events_schema
 from models.store.types import Hit, ListingNotFound, SearchFilters, StoreError
@@ -22,7 +23,7 @@ from query.errors import ApiError, OverloadedError
 from query.keys import ADMISSION, BATCHER, EMBEDDER, METRICS, PHOTOS, SETTINGS, STORE
 from query.openapi import MAX_ID_LENGTH, MAX_OFFSET, openapi_spec
 from query.page import add_page_routes
-from query.params import SearchParams, parse_search_params, refuse_parameters
+from query.params import SearchParams, parse_crop, parse_search_params, refuse_parameters
 from query.render import category_tree, render_hit, render_listing
 from query.settings import MAX_K
 
@@ -90,8 +91,9 @@ async def _fetch(request: web.Request, url: str) -> bytes:
         raise FetchTimeout(f"image_url took longer than {timeout:g} s in all", url) from None
 
 
-async def _embed(request: web.Request, data: bytes) -> np.ndarray:
-    """The photo's embedding, if it can start within the queue budget (else 503 overloaded)."""
+async def _embed(request: web.Request, data: bytes, crop: Crop | None = None) -> np.ndarray:
+    """The embedding of the photo, or of its region `crop`, if it can start within the queue
+    budget (else 503 overloaded). The admission price is the whole photo's: it is all decoded."""
     admission = request.app[ADMISSION]
     batcher = request.app[BATCHER]
     photos = request.app[PHOTOS]
@@ -101,7 +103,10 @@ async def _embed(request: web.Request, data: bytes) -> np.ndarray:
         probe = await photos.probe(data)
     async with admission.decoding(probe, arrived) as admitted:
         with batcher.announced():
-            image = await photos.decode(data)
+            try:
+                image = await photos.decode(data, crop)
+            except CropTooSmall as exc:
+                raise ApiError(400, "crop_too_small", str(exc), parameter="crop") from None
     with admission.embedding():
         try:
             async with asyncio.timeout(max(0.0, admitted.answer_by - time.monotonic())):
@@ -115,12 +120,13 @@ async def _embed(request: web.Request, data: bytes) -> np.ndarray:
 async def search(request: web.Request) -> web.Response:
     start = time.perf_counter()
     settings = request.app[SETTINGS]
-    params = parse_search_params(request.query, settings.default_k)
+    params = parse_search_params(request.query, settings.default_k, also=frozenset({"crop"}))
+    crop = parse_crop(request.query)
     # Before the body is read: a service already over its budget refuses in microseconds.
     request.app[ADMISSION].check_arrival()
     photo = await read_photo(request, settings.max_upload_bytes, settings.max_json_bytes)
     data = photo.data if photo.data is not None else await _fetch(request, str(photo.url))
-    vector = await _embed(request, data)
+    vector = await _embed(request, data, crop)
     store = request.app[STORE]
     search = store.search(
         [vector.tolist()],

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
+from PIL import Image
 
 from models.store.types import SearchFilters, VectorStore
 from query.settings import RELEVANCE_THRESHOLD
-from tests.photos import rephotographed
+from tests.photos import jpeg_bytes, photo, rephotographed
 from tests.query_support import (
     api_settings,
     app_client,
@@ -172,3 +173,42 @@ async def test_page_two_continues_page_one_without_overlap(client: Client) -> No
     )
     assert len(listing_ids(similar)) + len(listing_ids(rest)) == total - 1
     assert np.all(np.diff([i["score"] for i in similar["listings"] + rest["listings"]]) <= 1e-6)
+
+
+def side_by_side(left: str, right: str) -> bytes:
+    """Two catalog photos in one shot, each on its own half."""
+    canvas = Image.new("RGB", (640, 320), (255, 255, 255))
+    for i, name in enumerate((left, right)):
+        canvas.paste(photo(name).convert("RGB").resize((320, 320)), (320 * i, 0))
+    return jpeg_bytes(canvas)
+
+
+async def test_a_crop_searches_that_region_of_the_photo(client: Client) -> None:
+    data = side_by_side("chelsea", "rocket")
+    whole = await post(client, "/v1/search?k=100", data)
+    left = await post(client, "/v1/search?k=5&crop=0,0,0.5,1", data)
+    right = await post(client, "/v1/search?k=5&crop=0.5,0,0.5,1", data)
+    assert listing_ids(left)[0] == "P-chelsea"
+    assert listing_ids(right)[0] == "P-rocket"
+    # The whole photo, both things at once, is worse for at least one of them.
+    rank = listing_ids(whole).index
+    score = {item["id"]: item["score"] for item in whole["listings"]}
+    worse = [
+        rank(lid) > 0 or score[lid] < region["listings"][0]["score"] - 0.02
+        for lid, region in (("P-chelsea", left), ("P-rocket", right))
+    ]
+    assert any(worse), (listing_ids(whole)[:3], score["P-chelsea"], score["P-rocket"])
+    for bad, code in [
+        ("0,0,0.5", "bad_parameter"),
+        ("0,0,half,1", "bad_parameter"),
+        ("0.6,0,0.5,1", "bad_parameter"),
+        ("-0.1,0,0.5,1", "bad_parameter"),
+        ("0,0,0.01,1", "bad_parameter"),
+        ("0,0,0.06,0.06", "crop_too_small"),
+    ]:
+        resp = await client.post(f"/v1/search?crop={bad}", data=image_upload(data))
+        assert resp.status == 400, bad
+        assert error_of(await resp.json())[0] == code, bad
+    resp = await client.get("/v1/listings/P-coffee/similar?crop=0,0,0.5,1")
+    assert resp.status == 400
+    assert error_of(await resp.json())[0] == "unknown_parameter"
