@@ -318,10 +318,30 @@ def _eval_data(args: argparse.Namespace, model: ModelSettings) -> int:
             title=f"lookalike eval: {args.data}",
         )
         print(f"report: {page}", file=sys.stderr)
+    _attach_to_training_run(model.model_checkpoint, data_json(evaluation), args)
     print(
         json.dumps(data_json(evaluation), indent=2) if args.json else format_data_report(evaluation)
     )
     return 0
+
+
+def _attach_to_training_run(
+    checkpoint: Path | None, metrics: dict[str, object], args: argparse.Namespace
+) -> None:
+    """An eval of a checkpoint that `train` recorded in MLflow joins that run (metrics, report)."""
+    from models.training.checkpoint import checkpoint_metadata
+
+    if checkpoint is None:
+        return
+    run_id = checkpoint_metadata(checkpoint).get("mlflow_run_id")
+    if not isinstance(run_id, str):
+        return
+    try:
+        from models.training.tracking import attach_eval
+    except ImportError:  # MLflow is in the training extra
+        return
+    if attach_eval(run_id, metrics, args.report, args.split):
+        print(f"eval: recorded in MLflow run {run_id}", file=sys.stderr)
 
 
 def _dataset_options(
@@ -395,6 +415,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             data=data,
             fetch=FetchSettings(),
             images=ImageSettings(),
+            track=args.mlflow,
         )
     except InvalidDatasetError as exc:
         return _dataset_failed("train", exc)
@@ -638,6 +659,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--item-weight", type=float, default=1.0, help="item-identity loss weight")
     train.add_argument("--train-seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
+    train.add_argument(
+        "--mlflow",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="record the run in MLflow (MLFLOW_TRACKING_URI, else ./mlflow.db)",
+    )
     catalog_args(train)
     data_args(train, "--split", "default 0.7,0.1,0.2 and 0")
     train.set_defaults(func=_cmd_train)

@@ -8,7 +8,7 @@ from models.images import ImageLimits
 from models.network import variant
 from models.settings import FetchSettings, ImageSettings
 from models.training.source import CatalogSource, DatasetSource, TrainingSource
-from models.training.trainer import TrainConfig, Trainer, TrainResult
+from models.training.trainer import LOG_FILE, TrainConfig, Trainer, TrainResult
 
 
 def training_source(
@@ -35,9 +35,27 @@ def run_training(
     data: DatasetOptions | None = None,
     fetch: FetchSettings | None = None,
     images: ImageSettings | None = None,
+    track: bool = False,
 ) -> TrainResult:
-    """Train (blocking), resuming from config.out_dir's state when asked; returns the export."""
+    """Train (blocking), resuming from config.out_dir's state when asked; returns the export.
+    With `track`, the run is recorded in MLflow (parameters, per-epoch metrics, checkpoint)."""
     source = training_source(
         config, data, fetch or FetchSettings(), images or ImageSettings(), progress
     )
-    return Trainer(config, source, progress=progress).run(resume=resume)
+    if not track:
+        return Trainer(config, source, progress=progress).run(resume=resume)
+    from models.training.tracking import MlflowRun
+
+    params = {**config.model_dump(mode="json"), **source.metadata(), "resume": resume}
+    run = MlflowRun(params, run_name=config.out_dir.name)
+    metadata = {"mlflow_run_id": run.run_id, "mlflow_tracking_uri": run.tracking_uri}
+    trainer = Trainer(config, source, progress=progress, on_epoch=run.epoch, metadata=metadata)
+    try:
+        result = trainer.run(resume=resume)
+        run.artifact(result.checkpoint, "model")
+        run.artifact(config.out_dir / LOG_FILE)
+    except BaseException:
+        run.end(failed=True)
+        raise
+    run.end()
+    return result

@@ -17,7 +17,7 @@ import math
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,8 +176,11 @@ class Trainer:
         source: EvalCatalog | TrainingSource,
         progress: bool = True,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        metadata: Mapping[str, str | int | float | bool] | None = None,
     ) -> None:
         self.config = config
+        # Exported with the checkpoint besides the run's own (the tracking run's id).
+        self.extra_metadata = dict(metadata or {})
         self.source: TrainingSource = (
             CatalogSource(source, progress) if isinstance(source, EvalCatalog) else source
         )
@@ -413,6 +416,7 @@ class Trainer:
             "epochs": self.config.epochs,
             "best_epoch": best_epoch,
             **self.source.metadata(),
+            **self.extra_metadata,
             "preprocessing_size": net.preprocessing.size,
             "train_from_block": self.config.train_from_block,
             "val_buyer_recall@10": best["buyer_to_listing"]["recall@10"],

@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from lookalike.cli import main
@@ -17,11 +18,16 @@ from models.embedder import Embedder
 from models.evalset.catalog import build_eval_catalog
 from models.network import load_model
 from models.settings import ModelSettings
+from models.training.checkpoint import checkpoint_metadata
 from models.training.trainer import LOG_FILE
 from tests.imageserver import ImageServer
 from tests.page_support import ARTIFACTS, chromium
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # MLflow's own SQLAlchemy models, not ours.
+    pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated"),
+]
 
 # 12 items (24 listings, 84 photos): 6 train, 3 val, 3 test items, pinned by the manifest.
 CATALOG = build_eval_catalog(12, seed=5, val_share=0.25, test_share=0.25)
@@ -54,6 +60,9 @@ async def test_train_then_eval_on_a_manifest(
 ) -> None:
     # The image server is on loopback: allowed only with the usual setting.
     monkeypatch.setenv("LOOKALIKE_ALLOW_PRIVATE_IMAGE_HOSTS", "true")
+    # A real local MLflow store (SQLite, artifacts beside it) in the test's folder.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     manifest = await asyncio.to_thread(_dataset, tmp_path / "data", image_server)
     assert image_server.routes, "some photos are URLs"
     out = tmp_path / "run"
@@ -80,6 +89,8 @@ async def test_train_then_eval_on_a_manifest(
     # Every URL was fetched once, into the cache.
     assert all(image_server.count(p) == 1 for p in image_server.routes)
     assert len(list(cache.iterdir())) == len(image_server.routes)
+
+    run_id = _check_mlflow_run(checkpoint)
 
     embedder = Embedder.from_settings(ModelSettings(model_checkpoint=checkpoint, device="cpu"))
     assert embedder.model_id.startswith("efficientnet-lite0-ft-") and embedder.dim == 32
@@ -120,6 +131,36 @@ async def test_train_then_eval_on_a_manifest(
     assert "recall@10 per top-level category, buyer photo -> listing" in stdout
     assert "delta" in stdout and "compare " + load_model().model_id in stdout
     await _check_report(report_dir / "index.html", embedder.model_id)
+    # The eval of a tracked checkpoint joined its training run: metrics and the report.
+    assert "recorded in MLflow run " + run_id in stderr
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    assert run.data.metrics["eval_test/buyer_to_listing/map"] == pytest.approx(buyer["map"])
+    assert "eval_test_report/index.html" in _artifacts(client, run_id)
+
+
+def _artifacts(client: mlflow.MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    out: set[str] = set()
+    for item in client.list_artifacts(run_id, path):
+        out |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return out
+
+
+def _check_mlflow_run(checkpoint: Path) -> str:
+    """The training run is in the store: parameters, metrics of every epoch, the checkpoint."""
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("lookalike")
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["epochs"] == "2" and run.data.params["train_from_block"] == "14"
+    assert run.data.params["data"].endswith("manifest.jsonl")
+    history = client.get_metric_history(run.info.run_id, "val/buyer_to_listing/recall_at_10")
+    assert [m.step for m in history] == [0, 1, 2]
+    assert {m.step for m in client.get_metric_history(run.info.run_id, "loss/item")} == {1, 2}
+    assert {"model/model.pt", "train.jsonl"} <= _artifacts(client, run.info.run_id)
+    assert checkpoint_metadata(checkpoint)["mlflow_run_id"] == run.info.run_id
+    return str(run.info.run_id)
 
 
 async def _check_report(page_path: Path, model_id: str) -> None:
