@@ -30,6 +30,12 @@ class ModelSettings(BaseSettings):
     embed_streams: int | None = Field(default=None, ge=1, le=64)
     # Run a frozen TorchScript trace (BatchNorm folded, no Python between operators): faster.
     torchscript: bool = True
+    # auto: OpenVINO on a CPU, torch on CUDA. torch always stays the fallback.
+    runtime: Literal["auto", "torch", "openvino"] = "auto"
+    # auto: bf16 on a CPU with AMX or AVX-512 BF16 under OpenVINO, fp16 on CUDA, else fp32.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # Exported models (OpenVINO IR and compiled blobs), one directory per model_id.
+    model_cache_dir: Path = Path("data/models")
 
 
 class ImageSettings(BaseSettings):
@@ -69,6 +75,17 @@ class StoreSettings(BaseSettings):
     index_path: Path = Path("data/index")
     # The name every reader uses; it points at "<alias>__<model_id>".
     collection_alias: str = "listings"
+    # Vectors compressed in memory (Qdrant's own scalar or binary quantization), the originals
+    # kept to rescore the top `quantization_oversampling` x k candidates (models/store/layout.py).
+    quantization: Literal["none", "int8", "binary"] = "none"
+    quantization_oversampling: float = Field(default=2.0, ge=1.0, le=16.0)
+    # Original vectors and payloads on disk (memory-mapped) rather than in RAM.
+    store_on_disk: bool = False
+    # A new collection on a Qdrant server (or cluster): shards, copies of each, and how many
+    # copies must acknowledge a write.
+    shard_number: int = Field(default=1, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    write_consistency_factor: int = Field(default=1, ge=1, le=16)
 
 
 class BrokerSettings(BaseSettings):

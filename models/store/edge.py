@@ -28,6 +28,7 @@ from models.store.filters import (
     edge_payload_target,
     edge_write_condition,
 )
+from models.store.layout import StoreLayout
 from models.store.maxsim import (
     Matrix,
     as_matrix,
@@ -89,7 +90,21 @@ def copy_shard(index_path: Path, collection_name: str, into: Path) -> Path:
     return target
 
 
-def _edge_config(dim: int, indexing_threshold_kb: int | None = None) -> qe.EdgeConfig:
+def _edge_quantization(
+    layout: StoreLayout,
+) -> qe.ScalarQuantizationConfig | qe.BinaryQuantizationConfig | None:
+    # Compressed vectors stay in RAM whatever on_disk says: they are what a search traverses.
+    if layout.quantization == "int8":
+        return qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+    if layout.quantization == "binary":
+        return qe.BinaryQuantizationConfig(always_ram=True)
+    return None
+
+
+def _edge_config(
+    dim: int, indexing_threshold_kb: int | None = None, layout: StoreLayout | None = None
+) -> qe.EdgeConfig:
+    layout = layout or StoreLayout()
     optimizers = None
     if indexing_threshold_kb is not None:
         optimizers = qe.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb)
@@ -97,9 +112,20 @@ def _edge_config(dim: int, indexing_threshold_kb: int | None = None) -> qe.EdgeC
         vectors=qe.EdgeVectorParams(
             size=dim,
             distance=qe.Distance.Cosine,
+            on_disk=layout.on_disk,
             multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
+            quantization_config=_edge_quantization(layout),
         ),
+        on_disk_payload=layout.on_disk,
         optimizers=optimizers,
+    )
+
+
+def _edge_search_params(layout: StoreLayout) -> qe.SearchParams | None:
+    if not layout.quantized:
+        return None
+    return qe.SearchParams(
+        quantization=qe.QuantizationSearchParams(rescore=True, oversampling=layout.oversampling)
     )
 
 
@@ -120,9 +146,11 @@ class EdgeStore(QueryingStore):
         dim: int,
         *,
         indexing_threshold_kb: int | None = None,
+        layout: StoreLayout | None = None,
     ) -> None:
         """indexing_threshold_kb: segments smaller than this are scanned, not indexed (Edge's
-        default when None); tests lower it to make optimize() build a real HNSW graph."""
+        default when None); tests lower it to make optimize() build a real HNSW graph. `layout`
+        (quantization, on disk) applies when the shard is created or next loaded."""
         if dim < 1:
             raise ValueError(f"vector size must be positive, got {dim}")
         self._root = Path(index_path)
@@ -130,6 +158,8 @@ class EdgeStore(QueryingStore):
         self._name = collection_name
         self._dim = dim
         self._indexing_threshold_kb = indexing_threshold_kb
+        self._layout = layout or StoreLayout()
+        self._search_params = _edge_search_params(self._layout)
         self._aliases = AliasFile(self._root)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant-edge")
         self._shard: qe.EdgeShard | None = None
@@ -172,7 +202,7 @@ class EdgeStore(QueryingStore):
         return self._shard
 
     def _config(self) -> qe.EdgeConfig:
-        return _edge_config(self._dim, self._indexing_threshold_kb)
+        return _edge_config(self._dim, self._indexing_threshold_kb, self._layout)
 
     def _mismatch(self, stored: int | None, detail: str = "") -> DimensionMismatch:
         size = "vectors of another size" if stored is None else f"{stored}-dimensional vectors"
@@ -330,6 +360,7 @@ class EdgeStore(QueryingStore):
             score_threshold=threshold,
             with_payload=True,
             with_vector=True,
+            params=self._search_params,
         )
         return hits(self._require().query(request), query)
 
@@ -530,9 +561,10 @@ class EdgeStore(QueryingStore):
         shutil.rmtree(self._sibling("optimizing"), ignore_errors=True)
 
 
-def _count_live(shard_path: Path, dim: int) -> int:
+def _count_live(shard_path: Path) -> int:
     """Live listings of a shard nobody holds (tombstones left out); opens and closes it."""
-    shard = qe.EdgeShard.load(str(shard_path), _edge_config(dim))
+    # Its own stored configuration: a config passed to load() would be written over it.
+    shard = qe.EdgeShard.load(str(shard_path))
     try:
         request = qe.CountRequest(exact=True, filter=edge_filter(conditions(None)))
         return int(shard.count(request))
@@ -571,14 +603,14 @@ class EdgeCollections(Collections):
             return CollectionInfo(name, model_id, None, None, "no readable shard")
         try:
             try:
-                points = _count_live(self._root / name, dim)
+                points = _count_live(self._root / name)
             except Exception as e:
                 if "WouldBlock" not in str(e):
                     raise
                 # Held open elsewhere: count a copy, in a dot directory no collection can be.
                 with tempfile.TemporaryDirectory(prefix=".alias-", dir=self._root) as scratch:
                     copy = copy_shard(self._root, name, Path(scratch))
-                    points = _count_live(copy, dim)
+                    points = _count_live(copy)
         except Exception as e:
             return CollectionInfo(name, model_id, None, dim, f"cannot read it: {e}")
         return CollectionInfo(name, model_id, points, dim)

@@ -12,6 +12,7 @@ from qdrant_client import AsyncQdrantClient
 from models.settings import StoreSettings
 from models.store.aliases import AliasFile
 from models.store.edge import EdgeCollections, EdgeStore
+from models.store.layout import StoreLayout
 from models.store.server import ServerCollections, ServerStore
 from models.store.types import Collections, VectorStore, alias_model_id
 
@@ -72,11 +73,18 @@ def _server_client(
 def open_store(settings: StoreSettings, model_id: str, dim: int) -> VectorStore:
     """The store of this model's collection; await ensure_collection() before use, close() after."""
     name = collection_name_for(settings.collection_alias, model_id)
+    layout = StoreLayout.from_settings(settings)
     if settings.qdrant_url is None:
-        return EdgeStore(settings.index_path, settings.collection_alias, name, dim)
+        return EdgeStore(settings.index_path, settings.collection_alias, name, dim, layout=layout)
     client, local, release = _server_client(settings)
     return ServerStore(
-        client, settings.collection_alias, name, dim, release=release, local_mode=local
+        client,
+        settings.collection_alias,
+        name,
+        dim,
+        release=release,
+        local_mode=local,
+        layout=layout,
     )
 
 

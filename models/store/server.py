@@ -22,6 +22,7 @@ from models.store.filters import (
     server_payload_target,
     server_write_condition,
 )
+from models.store.layout import StoreLayout
 from models.store.maxsim import (
     Matrix,
     as_matrix,
@@ -59,6 +60,29 @@ _SCHEMAS: dict[IndexKind, qm.PayloadSchemaType] = {
 OPTIMIZE_POLL_S = 0.5
 
 
+def _server_quantization(
+    layout: StoreLayout,
+) -> qm.ScalarQuantization | qm.BinaryQuantization | None:
+    # Compressed vectors stay in RAM whatever on_disk says: they are what a search traverses.
+    if layout.quantization == "int8":
+        return qm.ScalarQuantization(
+            scalar=qm.ScalarQuantizationConfig(
+                type=qm.ScalarType.INT8, quantile=0.99, always_ram=True
+            )
+        )
+    if layout.quantization == "binary":
+        return qm.BinaryQuantization(binary=qm.BinaryQuantizationConfig(always_ram=True))
+    return None
+
+
+def _server_search_params(layout: StoreLayout) -> qm.SearchParams | None:
+    if not layout.quantized:
+        return None
+    return qm.SearchParams(
+        quantization=qm.QuantizationSearchParams(rescore=True, oversampling=layout.oversampling)
+    )
+
+
 class ServerStore(QueryingStore):
     """A collection on a Qdrant server, read by everyone through a real alias.
 
@@ -76,6 +100,7 @@ class ServerStore(QueryingStore):
         *,
         release: Callable[[], Awaitable[None]] | None = None,
         local_mode: bool = False,
+        layout: StoreLayout | None = None,
     ) -> None:
         if dim < 1:
             raise ValueError(f"vector size must be positive, got {dim}")
@@ -85,6 +110,8 @@ class ServerStore(QueryingStore):
         self._dim = dim
         self._release = release if release is not None else client.close
         self._local_mode = local_mode
+        self._layout = layout or StoreLayout()
+        self._search_params = _server_search_params(self._layout)
         self._closed = False
 
     @property
@@ -129,15 +156,22 @@ class ServerStore(QueryingStore):
 
     async def _create(self) -> None:
         try:
+            layout = self._layout
             await self._client.create_collection(
                 self._name,
                 vectors_config=qm.VectorParams(
                     size=self._dim,
                     distance=qm.Distance.COSINE,
+                    on_disk=layout.on_disk,
                     multivector_config=qm.MultiVectorConfig(
                         comparator=qm.MultiVectorComparator.MAX_SIM
                     ),
                 ),
+                quantization_config=_server_quantization(layout),
+                on_disk_payload=layout.on_disk,
+                shard_number=layout.shard_number,
+                replication_factor=layout.replication_factor,
+                write_consistency_factor=layout.write_consistency_factor,
             )
         except Exception:
             # Another process may have created it first; anything else is a real failure.
@@ -239,6 +273,7 @@ class ServerStore(QueryingStore):
                 score_threshold=threshold,
                 with_payload=True,
                 with_vectors=True,
+                search_params=self._search_params,
             )
         return hits(response.points, query)
 
