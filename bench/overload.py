@@ -259,8 +259,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), timeout=60)
     print(
-        f"{platform.node()} · {os.cpu_count()} CPUs · budget {args.budget_ms:g} ms · "
-        f"{args.seconds:g} s per flood · {datetime.now(UTC):%Y-%m-%d}"
+        f"{platform.node()} · {os.cpu_count()} CPUs · load {os.getloadavg()[0]:.1f} · budget "
+        f"{args.budget_ms:g} ms · {args.seconds:g} s per flood · {datetime.now(UTC):%Y-%m-%d}"
     )
     print_table(rows)
     return {
