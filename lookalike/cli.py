@@ -393,7 +393,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     data = _dataset_options(args)
     config = TrainConfig(
         out_dir=args.out,
-        model_name=model.model_name,
+        model_name=args.backbone or model.model_name,
         device=model.device,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -429,6 +429,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dataset(args: argparse.Namespace) -> int:
+    from models.dataset.demo import write_demo_dataset
+    from models.evalset.catalog import build_eval_catalog
+
+    catalog = build_eval_catalog(args.items, args.seed)
+    manifest = write_demo_dataset(catalog, args.out, workers=args.workers, progress=True)
+    listings = sum(len(item.listings) for item in catalog.items)
+    print(f"wrote {manifest}: {listings} listings of {len(catalog.items)} items")
+    return 0
+
+
 def _budget(text: str) -> FailureBudget:
     from lookalike.reindex import FailureBudget
 
@@ -446,6 +457,7 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from models.network import VARIANTS
     from models.schema import SCHEMAS
 
     parser = argparse.ArgumentParser(
@@ -648,6 +660,13 @@ def build_parser() -> argparse.ArgumentParser:
         "epoch is exported to OUT/model.pt with its own model_id.",
     )
     train.add_argument("--out", type=Path, default=Path("data/train"), help="run directory")
+    train.add_argument(
+        "--backbone",
+        choices=sorted(VARIANTS),
+        default=None,
+        help="the ImageNet network to fine-tune (default LOOKALIKE_MODEL_NAME, "
+        "efficientnet-lite0); serve the export with the same LOOKALIKE_MODEL_NAME",
+    )
     train.add_argument("--epochs", type=_positive, default=8)
     train.add_argument("--batch-size", type=_positive, default=64)
     train.add_argument("--lr", type=float, default=3e-3, help="heads and projection")
@@ -668,6 +687,18 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_args(train)
     data_args(train, "--split", "default 0.7,0.1,0.2 and 0")
     train.set_defaults(func=_cmd_train)
+
+    dataset = sub.add_parser("dataset", help="datasets in the manifest format (train/eval --data)")
+    dataset_sub = dataset.add_subparsers(dest="dataset_command", required=True)
+    demo = dataset_sub.add_parser(
+        "demo",
+        help="write the built-in evaluation catalog as a dataset: OUT/manifest.jsonl, OUT/photos/",
+        description="Each item is a group, its split pinned, so train/eval --data on it see the "
+        "catalog's own split.",
+    )
+    demo.add_argument("out", type=Path, help="folder to write")
+    catalog_args(demo)
+    dataset.set_defaults(func=_cmd_dataset)
 
     publish = sub.add_parser(
         "publish",

@@ -67,7 +67,8 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(default=1e-4, ge=0)
     projection_dim: int = Field(default=256, ge=8)
     # 16 blocks in Lite0: 11 trains the last two stages (7x7 maps) plus the head convolution.
-    train_from_block: int = Field(default=11, ge=0, le=16)
+    # Lite1 and Lite2 have 21 blocks: 15 trains their last two stages.
+    train_from_block: int = Field(default=11, ge=0, le=21)
     # Loss weight of the item-identity task; the attribute tasks weigh 1 each.
     item_weight: float = Field(default=1.0, ge=0)
     scale: float = Field(default=16.0, gt=0)
@@ -189,6 +190,12 @@ class Trainer:
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         base = load_model(config.model_name)
+        blocks = len(base.backbone._blocks)
+        if config.train_from_block > blocks:
+            raise ValueError(
+                f"--train-from-block {config.train_from_block}: {config.model_name} has {blocks} "
+                "blocks"
+            )
         self.net = EmbeddingNet(
             config.model_name, base.backbone, f"{config.model_name}-training", config.projection_dim
         ).to(self.device)
