@@ -226,3 +226,46 @@ def test_dashboards_use_the_provisioned_datasource() -> None:
             assert panel["datasource"]["uid"] in uids, (path.name, panel["title"])
             for target in panel["targets"]:
                 assert target["datasource"]["uid"] in uids, (path.name, panel["title"])
+
+
+# --- the `cluster` profile: three Kafka brokers, three Qdrant nodes ------------------------------
+
+
+def test_the_cluster_profile_is_three_brokers_and_three_qdrant_nodes(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    cluster = {n for n, s in services.items() if "cluster" in s.get("profiles", [])}
+    brokers = sorted(n for n in cluster if n.startswith("kafka-"))
+    nodes = sorted(n for n in cluster if n.startswith("qdrant-"))
+    assert brokers == ["kafka-1", "kafka-2", "kafka-3"] and nodes == [
+        "qdrant-1",
+        "qdrant-2",
+        "qdrant-3",
+    ]
+    # One KRaft quorum of the three, each broker advertising its own name.
+    voters = {f"{services[b]['environment']['KAFKA_NODE_ID']}@{b}:9093" for b in brokers}
+    for b in brokers:
+        env = services[b]["environment"]
+        assert set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{b}:9092"
+        assert env["CLUSTER_ID"] == services["kafka-1"]["environment"]["CLUSTER_ID"]
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == 2
+    # Qdrant: distributed mode, nodes 2 and 3 join node 1.
+    for n in nodes:
+        assert services[n]["environment"]["QDRANT__CLUSTER__ENABLED"] == "true"
+        assert f"http://{n}:6335" in services[n]["command"]
+    for n in nodes[1:]:
+        assert services[n]["command"][services[n]["command"].index("--bootstrap") + 1] == (
+            "http://qdrant-1:6335"
+        )
+    # Its lookalike services reach every broker, and make collections that use the nodes.
+    for name in ("worker-cluster", "api-cluster"):
+        env = services[name]["environment"]
+        assert set(env["LOOKALIKE_BROKER"].split(",")) == {f"{b}:9092" for b in brokers}
+        assert env["LOOKALIKE_QDRANT_URL"].startswith("http://qdrant-")
+        assert int(env["LOOKALIKE_REPLICATION_FACTOR"]) <= len(nodes)
+        assert int(env["LOOKALIKE_SHARD_NUMBER"]) >= len(nodes)
+    # Nothing of the one-node stack depends on the cluster, nor the cluster on it.
+    for name in cluster:
+        assert set(services[name].get("depends_on", {})) <= cluster, name
