@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -14,20 +12,16 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from PIL import Image
-from torch.jit._trace import TracerWarning
 
 from models.network import EmbeddingNet, load_model
+from models.runtime import Backend, Plan, choose, open_backend
+from models.runtime.base import Precision, Runtime
+from models.runtime.torch_backend import TorchBackend, default_precision
 from models.settings import ModelSettings
 
-__all__ = ["AsyncEmbedder", "Embedder", "resolve_device", "stream_plan"]
+__all__ = ["AsyncEmbedder", "Embedder", "plan", "resolve_device", "stream_plan"]
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
-
-# Measured on 2 CPU cores (bench.embed and interleaved runs): channels_last was as fast as the
-# contiguous layout at batch 1-4 (~60 images/s) and faster from batch 8 up (batch 32: 42 vs 24),
-# so the CPU uses it too.
-CPU_CHANNELS_LAST = True
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -46,15 +40,13 @@ def resolve_device(setting: str) -> torch.device:
 
 
 class Embedder:
-    """Owns the model on one device; embeds any number of photos of any sizes, synchronously.
+    """Owns the model and the backend that runs it; embeds any number of photos of any sizes,
+    synchronously. Output is always float32, L2-normalised, one row per photo in input order.
 
-    On CUDA the model runs in half precision with channels_last; on the CPU in float32. Output is
-    always float32, L2-normalised, one row per photo in input order.
-
-    With `torchscript`, passes run a frozen TorchScript trace of the model: BatchNorm folded into
-    the convolutions and no Python between operators. On the 2-core CPU one image took 8.3–8.7 ms
-    frozen against 12–18 ms eager, same outputs within 1e-6. The trace fixes the input size,
-    which Preprocessing fixes anyway; `model` stays the eager network (ids, hooks, training).
+    Built directly, it runs torch: on CUDA in half precision with channels_last, on the CPU in
+    float32, with `torchscript` a frozen trace (models.runtime.torch_backend). `from_settings`
+    plans the runtime (OpenVINO on a CPU by default) and passes its `backend` in. `model` stays
+    the eager network either way (ids, hooks, training).
     """
 
     def __init__(
@@ -64,69 +56,50 @@ class Embedder:
         max_batch: int = 8,
         channels_last: bool | None = None,
         torchscript: bool = False,
+        backend: Backend | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.device = torch.device(device)
         self.max_batch = max_batch
-        self.dtype, default_channels_last = self.precision(self.device)
-        self.channels_last = default_channels_last if channels_last is None else channels_last
-        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        model = model.eval().to(device=self.device, dtype=self.dtype)
-        if self.channels_last:
-            # Module.to accepts memory_format at runtime; torch's overload stubs leave it out.
-            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.backend: Backend = backend or TorchBackend(
+            model, self.device, channels_last=channels_last, torchscript=torchscript
+        )
         self.model = model
         self.model_id = model.model_id
         self.dim = model.dim
         self.preprocessing = model.preprocessing
-        self.torchscript = torchscript
-        self._forward: Callable[[torch.Tensor], torch.Tensor] = (
-            self._frozen(model) if torchscript else model
-        )
 
-    def _frozen(self, model: EmbeddingNet) -> Callable[[torch.Tensor], torch.Tensor]:
-        size = self.preprocessing.size
-        example = torch.zeros((1, 3, size, size), device=self.device, dtype=self.dtype)
-        example = example.contiguous(memory_format=self.memory_format)
-        with warnings.catch_warnings(), torch.inference_mode():
-            # SameConv2d's padding is computed from the input size: the trace records it for the
-            # one size Preprocessing produces, which is what the warning is about.
-            warnings.simplefilter("ignore", TracerWarning)
-            # torch 2.13 marks TorchScript deprecated but ships it. Chosen over torch.compile,
-            # which needs a C++ toolchain and about a minute of compiling at every start here.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            try:
-                traced = torch.jit.trace(  # type: ignore[no-untyped-call]
-                    model, example, check_trace=False
-                )
-                frozen: Callable[[torch.Tensor], torch.Tensor] = torch.jit.freeze(traced)
-            except (AttributeError, RuntimeError) as exc:
-                # A torch without TorchScript still embeds, only slower.
-                log.warning("TorchScript unavailable (%s): running the eager model", exc)
-                self.torchscript = False
-                return model
-            return frozen
+    @property
+    def runtime(self) -> Runtime:
+        return self.backend.runtime
+
+    @property
+    def inference_precision(self) -> Precision:
+        return self.backend.precision
+
+    @property
+    def torchscript(self) -> bool:
+        """Whether passes run a frozen TorchScript trace (torch backend only)."""
+        return isinstance(self.backend, TorchBackend) and self.backend.torchscript
 
     @staticmethod
     def precision(device: torch.device) -> tuple[torch.dtype, bool]:
-        """(dtype, channels_last) the model runs with on `device`."""
-        if device.type == "cuda":
-            return torch.float16, True
-        return torch.float32, CPU_CHANNELS_LAST
+        """(dtype, channels_last) the torch backend runs with on `device` by default."""
+        return default_precision(device)
 
     @classmethod
     def from_settings(cls, s: ModelSettings) -> Embedder:
-        """The configured model; sets the calling thread's torch threads when configured."""
+        """The configured model on the planned runtime (torch when OpenVINO cannot serve); sets
+        the calling thread's torch threads when configured."""
         if s.torch_threads is not None:
             torch.set_num_threads(s.torch_threads)
         model = load_model(s.model_name, s.model_checkpoint)
-        return cls(
-            model,
-            resolve_device(s.device),
-            max_batch=s.embed_batch_size,
-            torchscript=s.torchscript,
+        device = resolve_device(s.device)
+        backend = open_backend(
+            model, device, plan(s, device), s.model_cache_dir, torchscript=s.torchscript
         )
+        return cls(model, device, max_batch=s.embed_batch_size, backend=backend)
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """(n, dim) float32 L2-normalised embeddings, in chunks of at most max_batch photos."""
@@ -138,15 +111,7 @@ class Embedder:
 
     def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
         """Embeddings of one already preprocessed (N, 3, size, size) float32 batch."""
-        if batch.device.type == "cpu" and self.device.type == "cuda":
-            batch = batch.pin_memory()
-        with torch.inference_mode():
-            x = batch.to(
-                self.device, dtype=self.dtype, memory_format=self.memory_format, non_blocking=True
-            )
-            z = self._forward(x)
-            result: np.ndarray = z.to("cpu", dtype=torch.float32).numpy()
-        return result
+        return self.backend.infer(batch)
 
     def warmup(self) -> None:
         """One forward pass, so the first real request pays no allocation or kernel-choice cost."""
@@ -154,13 +119,20 @@ class Embedder:
         self.embed_tensor(torch.zeros((1, 3, size, size), dtype=torch.float32))
 
 
-def stream_plan(settings: ModelSettings, device: torch.device) -> tuple[int, int | None]:
-    """(forward passes at once, torch threads of each; None leaves torch's default)."""
+def plan(settings: ModelSettings, device: torch.device) -> Plan:
+    """The runtime, precision, streams and threads per stream for `settings` on `device`."""
+    runtime, precision = choose(settings.runtime, settings.precision, device)
     if device.type == "cuda":
-        return 1, settings.torch_threads
+        return Plan(runtime, precision, 1, settings.torch_threads)
     cpus = os.cpu_count() or 1
     streams = settings.embed_streams or (2 if cpus >= 2 else 1)
-    return streams, settings.torch_threads or max(1, cpus // streams)
+    return Plan(runtime, precision, streams, settings.torch_threads or max(1, cpus // streams))
+
+
+def stream_plan(settings: ModelSettings, device: torch.device) -> tuple[int, int | None]:
+    """(forward passes at once, CPU threads of each; None leaves the runtime's default)."""
+    p = plan(settings, device)
+    return p.streams, p.threads
 
 
 class AsyncEmbedder:

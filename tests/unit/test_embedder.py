@@ -217,7 +217,7 @@ async def test_load_builds_the_model_on_the_thread_that_runs_every_pass(
     monkeypatch.setattr(Embedder, "from_settings", staticmethod(recording))
     # Eager, so the forward hook sees every pass (a TorchScript trace runs no Python hooks).
     runner = await AsyncEmbedder.load(
-        ModelSettings(device="cpu", torchscript=False, embed_streams=1)
+        ModelSettings(device="cpu", runtime="torch", torchscript=False, embed_streams=1)
     )
     try:
         seen: list[int] = []
@@ -239,7 +239,9 @@ async def test_load_builds_the_model_on_the_thread_that_runs_every_pass(
 def test_the_torchscript_trace_embeds_like_the_eager_model(
     embedder: Embedder, images: list[Image.Image]
 ) -> None:
-    frozen = Embedder.from_settings(ModelSettings(device="cpu", embed_batch_size=3))
+    frozen = Embedder.from_settings(
+        ModelSettings(device="cpu", runtime="torch", embed_batch_size=3)
+    )
     assert frozen.torchscript and not embedder.torchscript
     assert frozen.model_id == embedder.model_id
     # Batches of 3, 3 and 2 through the trace (made with a batch of 1): any batch size works.
@@ -250,7 +252,9 @@ async def test_two_streams_embed_side_by_side_on_threads_of_one_torch_thread(
     embedder: Embedder, images: list[Image.Image]
 ) -> None:
     runner = await AsyncEmbedder.load(
-        ModelSettings(device="cpu", torchscript=False, embed_streams=2, embed_batch_size=2)
+        ModelSettings(
+            device="cpu", runtime="torch", torchscript=False, embed_streams=2, embed_batch_size=2
+        )
     )
     try:
         assert runner.streams == 2
