@@ -9,17 +9,21 @@ from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, web
 
+from models.images import Crop
 from query.errors import ApiError, shown
+from query.params import checked_crop
 
 CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
 class PhotoSource:
-    """Exactly one of: the photo's bytes, or a URL to fetch them from."""
+    """Exactly one of: the photo's bytes, or a URL to fetch them from; and the region of it to
+    search, when a JSON body names one."""
 
     data: bytes | None = None
     url: str | None = None
+    crop: Crop | None = None
 
 
 def _too_large(limit: int) -> ApiError:
@@ -94,7 +98,7 @@ def _parse_json(body: bytes) -> PhotoSource:
         raise ApiError(400, "bad_json", "the body is not valid JSON") from None
     if not isinstance(doc, dict):
         raise ApiError(400, "bad_json", "the body must be a JSON object")
-    unknown = sorted(set(doc) - {"image_base64", "image_url"})
+    unknown = sorted(set(doc) - {"image_base64", "image_url", "crop"})
     if unknown:
         raise ApiError(
             400,
@@ -105,11 +109,12 @@ def _parse_json(body: bytes) -> PhotoSource:
         )
     if ("image_base64" in doc) == ("image_url" in doc):
         raise ApiError(400, "missing_image", "send exactly one of image_base64 and image_url")
+    crop = _json_crop(doc["crop"]) if "crop" in doc else None
     if "image_url" in doc:
         url = doc["image_url"]
         if not isinstance(url, str) or not url.strip():
             raise ApiError(400, "bad_url", "image_url must be a non-empty string")
-        return PhotoSource(url=url.strip())
+        return PhotoSource(url=url.strip(), crop=crop)
     encoded = doc["image_base64"]
     if not isinstance(encoded, str) or not encoded:
         raise ApiError(400, "bad_base64", "image_base64 must be a non-empty string")
@@ -120,7 +125,25 @@ def _parse_json(body: bytes) -> PhotoSource:
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise ApiError(400, "bad_base64", "image_base64 is not valid base64") from None
-    return PhotoSource(data=data)
+    return PhotoSource(data=data, crop=crop)
+
+
+def _json_crop(value: object) -> Crop:
+    """ "crop": [x, y, w, h], the JSON spelling of the crop query parameter."""
+    # bool is an int to Python, but true is no fraction of a photo.
+    if (
+        not isinstance(value, list)
+        or len(value) != 4
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        raise ApiError(
+            400,
+            "bad_parameter",
+            "crop: must be [x, y, w, h], four numbers, fractions of the photo",
+            parameter="crop",
+        )
+    x, y, w, h = (float(v) for v in value)
+    return checked_crop(x, y, w, h)
 
 
 async def read_photo(

@@ -290,6 +290,13 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "An http(s) URL of the photo; private and loopback hosts are "
                 "refused unless the service allows them.",
             },
+            "crop": {
+                "type": "array",
+                "minItems": 4,
+                "maxItems": 4,
+                "items": {"type": "number", "minimum": 0, "maximum": 1},
+                "description": "The crop query parameter as [x, y, w, h]; not both.",
+            },
         },
     },
     "SearchUpload": {

@@ -162,6 +162,11 @@ def parse_crop(query: MultiMapping[str]) -> Crop | None:
         x, y, w, h = (float(part) for part in parts)
     except ValueError:
         raise _bad("crop", "must be x,y,w,h: four numbers, fractions of the photo") from None
+    return checked_crop(x, y, w, h)
+
+
+def checked_crop(x: float, y: float, w: float, h: float) -> Crop:
+    """The region x, y, w, h if it lies inside the photo and is not too thin; else 400."""
     if not all(math.isfinite(v) for v in (x, y, w, h)):
         raise _bad("crop", "must be finite numbers")
     if x < 0 or y < 0 or x + w > 1 + _CROP_SLACK or y + h > 1 + _CROP_SLACK:

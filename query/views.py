@@ -125,6 +125,15 @@ async def search(request: web.Request) -> web.Response:
     # Before the body is read: a service already over its budget refuses in microseconds.
     request.app[ADMISSION].check_arrival()
     photo = await read_photo(request, settings.max_upload_bytes, settings.max_json_bytes)
+    if photo.crop is not None:
+        if crop is not None:
+            raise ApiError(
+                400,
+                "bad_parameter",
+                "crop: given both in the query and in the body",
+                parameter="crop",
+            )
+        crop = photo.crop
     data = photo.data if photo.data is not None else await _fetch(request, str(photo.url))
     vector = await _embed(request, data, crop)
     store = request.app[STORE]

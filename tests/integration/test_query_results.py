@@ -3,6 +3,7 @@ tree from the index, and pages that continue each other; the real model, store a
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,23 @@ async def test_a_crop_searches_that_region_of_the_photo(client: Client) -> None:
         resp = await client.post(f"/v1/search?crop={bad}", data=image_upload(data))
         assert resp.status == 400, bad
         assert error_of(await resp.json())[0] == code, bad
+    # In a JSON body, crop is a field: [x, y, w, h]; in the query and the body at once, refused.
+    encoded = base64.b64encode(data).decode()
+    resp = await client.post(
+        "/v1/search?k=5", json={"image_base64": encoded, "crop": [0.5, 0, 0.5, 1]}
+    )
+    assert listing_ids(await resp.json())[0] == "P-rocket"
+    refused: list[tuple[dict[str, Any], str]] = [
+        ({"crop": [0.5, 0, 0.5]}, ""),
+        ({"crop": "0.5,0,0.5,1"}, ""),
+        ({"crop": [True, 0, 0.5, 1]}, ""),
+        ({"crop": [0.6, 0, 0.5, 1]}, ""),
+        ({"crop": [0.5, 0, 0.5, 1]}, "?crop=0,0,0.5,1"),
+    ]
+    for doc, query in refused:
+        resp = await client.post(f"/v1/search{query}", json={"image_base64": encoded, **doc})
+        assert resp.status == 400, doc
+        assert error_of(await resp.json())[0] == "bad_parameter", doc
     resp = await client.get("/v1/listings/P-coffee/similar?crop=0,0,0.5,1")
     assert resp.status == 400
     assert error_of(await resp.json())[0] == "unknown_parameter"
