@@ -10,7 +10,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +23,7 @@ from models.store.filters import (
     PAYLOAD_INDEXES,
     Conditions,
     conditions,
+    edge_batch_write_condition,
     edge_filter,
     edge_old_tombstones,
     edge_payload_target,
@@ -36,6 +37,7 @@ from models.store.maxsim import (
 from models.store.querying import (
     QueryingStore,
     check_listing_payload,
+    checked_batch,
     hits,
     placeholder_vector,
     stored_listing,
@@ -313,6 +315,16 @@ class EdgeStore(QueryingStore):
         m = as_matrix(point.vectors, self._dim, f"listing {point.listing_id!r}")
         check_listing_payload(point.listing_id, point.payload)
         await self._upsert(point.listing_id, m.tolist(), point.payload)
+
+    async def upsert_listings(self, points: Sequence[ListingPoint]) -> None:
+        batch, versions = checked_batch(points, self._dim)
+        if not batch:
+            return
+        op = qe.UpdateOperation.upsert_points(
+            [qe.Point(point_id(lid), vectors, payload) for lid, vectors, payload in batch],
+            condition=edge_batch_write_condition(versions),
+        )
+        await self._write(op)
 
     async def set_payload(self, listing_id: str, payload: dict[str, Any]) -> None:
         check_listing_payload(listing_id, payload)

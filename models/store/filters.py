@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -111,6 +111,18 @@ def edge_write_condition(version: int) -> qe.Filter:
     return qe.Filter(must_not=[_edge_not_older(version)])
 
 
+def edge_batch_write_condition(versions: Mapping[str, int]) -> qe.Filter | None:
+    """edge_write_condition for a batch: one condition, exact per point, since each clause names
+    its point. `versions` maps each versioned listing of the batch to its new version."""
+    if not versions:
+        return None
+    clauses: list[qe.ConditionType] = [
+        qe.Filter(must=[qe.HasIdCondition({point_id(lid)}), _edge_not_older(v)])
+        for lid, v in versions.items()
+    ]
+    return qe.Filter(must_not=[qe.Filter(should=clauses)])
+
+
 def edge_payload_target(listing_id: str, version: int | None) -> qe.Filter:
     """The points a payload update may touch: the listing's, live, and older when versioned."""
     older: list[qe.ConditionType] | None = None if version is None else [_edge_not_older(version)]
@@ -149,6 +161,17 @@ def _server_not_older(version: int) -> qm.FieldCondition:
 def server_write_condition(version: int) -> qm.Filter:
     """edge_write_condition for qdrant-client (its update_filter)."""
     return qm.Filter(must_not=[_server_not_older(version)])
+
+
+def server_batch_write_condition(versions: Mapping[str, int]) -> qm.Filter | None:
+    """edge_batch_write_condition for qdrant-client."""
+    if not versions:
+        return None
+    clauses: list[qm.Condition] = [
+        qm.Filter(must=[qm.HasIdCondition(has_id=[point_id(lid)]), _server_not_older(v)])
+        for lid, v in versions.items()
+    ]
+    return qm.Filter(must_not=[qm.Filter(should=clauses)])
 
 
 def server_payload_target(listing_id: str, version: int | None) -> qm.Filter:

@@ -12,10 +12,12 @@ from models.store.maxsim import Matrix, as_matrix, matched_image_index, normaliz
 from models.store.types import (
     Hit,
     ListingNotFound,
+    ListingPoint,
     SearchFilters,
     StoredListing,
     Vector,
     VectorStore,
+    payload_version,
     point_id,
 )
 
@@ -39,6 +41,32 @@ def check_listing_payload(listing_id: str, payload: dict[str, Any]) -> None:
         raise ValueError("listing_id is the point's identity and cannot be changed")
     if TOMBSTONE in payload:
         raise ValueError("a listing's payload has no tombstone field: call tombstone()")
+
+
+# One listing of a bulk write as the engines take it: id, vectors (rows), payload with its id.
+BatchPoint = tuple[str, list[Vector], dict[str, Any]]
+
+
+def checked_batch(
+    points: Sequence[ListingPoint], dim: int
+) -> tuple[list[BatchPoint], dict[str, int]]:
+    """A bulk write's listings, each checked as upsert_listing checks one, and the new version
+    of each versioned one (for the batch's write condition)."""
+    batch: list[BatchPoint] = []
+    versions: dict[str, int] = {}
+    seen: set[str] = set()
+    for point in points:
+        lid = point.listing_id
+        if lid in seen:
+            raise ValueError(f"listing {lid!r} appears twice in one bulk write")
+        seen.add(lid)
+        m = as_matrix(point.vectors, dim, f"listing {lid!r}")
+        check_listing_payload(lid, point.payload)
+        version = payload_version(point.payload)
+        if version is not None:
+            versions[lid] = version
+        batch.append((lid, m.tolist(), {**point.payload, "listing_id": lid}))
+    return batch, versions
 
 
 def placeholder_vector(dim: int) -> list[Vector]:

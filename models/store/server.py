@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from qdrant_client import AsyncQdrantClient
@@ -17,6 +17,7 @@ from models.store.filters import (
     PAYLOAD_INDEXES,
     Conditions,
     conditions,
+    server_batch_write_condition,
     server_filter,
     server_old_tombstones,
     server_payload_target,
@@ -30,6 +31,7 @@ from models.store.maxsim import (
 from models.store.querying import (
     QueryingStore,
     check_listing_payload,
+    checked_batch,
     hits,
     placeholder_vector,
     stored_listing,
@@ -218,6 +220,22 @@ class ServerStore(QueryingStore):
         m = as_matrix(point.vectors, self._dim, f"listing {point.listing_id!r}")
         check_listing_payload(point.listing_id, point.payload)
         await self._upsert(point.listing_id, m.tolist(), point.payload)
+
+    async def upsert_listings(self, points: Sequence[ListingPoint]) -> None:
+        batch, versions = checked_batch(points, self._dim)
+        if not batch:
+            return
+        structs = [
+            qm.PointStruct(id=point_id(lid), vector=vectors, payload=payload)
+            for lid, vectors, payload in batch
+        ]
+        with self._errors("upsert"):
+            await self._client.upsert(
+                self._name,
+                points=structs,
+                update_filter=server_batch_write_condition(versions),
+                wait=True,
+            )
 
     async def set_payload(self, listing_id: str, payload: dict[str, Any]) -> None:
         check_listing_payload(listing_id, payload)

@@ -168,6 +168,11 @@ class VectorStore(ABC):
         Without one it always applies."""
 
     @abstractmethod
+    async def upsert_listings(self, points: Sequence[ListingPoint]) -> None:
+        """Many listings in one write (bulk loads), each under upsert_listing's version guard:
+        one no newer than the stored listing changes nothing. A listing may appear once."""
+
+    @abstractmethod
     async def set_payload(self, listing_id: str, payload: dict[str, Any]) -> None:
         """Merge payload fields into a stored live listing without touching its vectors; an
         absent listing or a tombstone is left as it is. With an int "version" in the payload,

@@ -358,6 +358,47 @@ async def test_an_older_or_equal_version_changes_nothing(store: VectorStore) -> 
     assert (got.version, got.payload["title"]) == (6, "v6")
 
 
+async def test_a_bulk_write_guards_each_listing_by_its_own_version(store: VectorStore) -> None:
+    rng = np.random.default_rng(35)
+    items = {
+        f"L{i}": Listing(f"L{i}", unit(rng, 1 + i % 3), "home/decor", 10.0, "S1") for i in range(6)
+    }
+    await store.upsert_listing(versioned(items["L1"], 5, title="v5"))
+    await store.upsert_listing(versioned(items["L2"], 1, title="v1"))
+    await store.tombstone("L5", 9, "removed")
+
+    await store.upsert_listings(
+        [
+            versioned(items["L1"], 3, title="stale"),  # older than the stored 5: nothing
+            versioned(items["L2"], 4, title="v4"),  # newer: applies
+            versioned(items["L3"], 1, title="new"),  # absent: inserted
+            versioned(items["L4"], None, title="legacy"),  # unversioned: always applies
+            versioned(items["L5"], 2, title="resurrected?"),  # older than its tombstone
+            versioned(items["L0"], 7, title="seven"),
+        ]
+    )
+
+    titles = {}
+    for lid in ("L0", "L1", "L2", "L3", "L4"):
+        got = await store.get(lid, with_vectors=True)
+        assert got is not None, lid
+        titles[lid] = (got.version, got.payload["title"])
+        np.testing.assert_allclose(np.array(got.vectors), items[lid].vectors, atol=1e-5)
+    assert titles == {
+        "L0": (7, "seven"),
+        "L1": (5, "v5"),
+        "L2": (4, "v4"),
+        "L3": (1, "new"),
+        "L4": (None, "legacy"),
+    }
+    tombstone = await store.get("L5")
+    assert tombstone is not None and tombstone.tombstone and tombstone.version == 9
+    assert await store.count() == 5
+    with pytest.raises(ValueError, match="twice"):
+        await store.upsert_listings([versioned(items["L0"], 8), versioned(items["L0"], 9)])
+    await store.upsert_listings([])
+
+
 async def test_unversioned_writes_apply_and_legacy_points_take_any_version(
     store: VectorStore,
 ) -> None:
