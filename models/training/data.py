@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -56,6 +57,60 @@ def training_photos(items: Sequence[EvalItem], vocabulary_sizes: dict[str, int])
     return out
 
 
+class _Table(Protocol):
+    def write(self, position: int, rows: torch.Tensor) -> None: ...
+
+    def gather(self, indices: torch.Tensor) -> torch.Tensor: ...
+
+    def close(self) -> None: ...
+
+
+class _MemoryTable:
+    def __init__(self, data: torch.Tensor) -> None:
+        self.data = data
+
+    def write(self, position: int, rows: torch.Tensor) -> None:
+        self.data[position : position + rows.shape[0]] = rows
+
+    def gather(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.data[indices]
+
+    def close(self) -> None:
+        self.data = torch.empty(0)
+
+
+class _FileTable:
+    """Rows of one shape in an unlinked temporary file, read with pread: unlike a memory map,
+    the rows read stay in the page cache only, never in the process's resident memory."""
+
+    def __init__(self, folder: Path, size: int, shape: torch.Size, dtype: torch.dtype) -> None:
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self.row_bytes = int(np.prod(self.shape)) * torch.empty(0, dtype=dtype).element_size()
+        # Unlinked at once: the file goes away with the process, however it ends.
+        self.file = tempfile.TemporaryFile(dir=folder, prefix="trunk-")  # noqa: SIM115 - close()
+        self.file.truncate(size * self.row_bytes)
+        self.fd = self.file.fileno()
+
+    def write(self, position: int, rows: torch.Tensor) -> None:
+        data = rows.contiguous().view(torch.uint8).numpy().tobytes()
+        os.pwrite(self.fd, data, position * self.row_bytes)
+
+    def gather(self, indices: torch.Tensor) -> torch.Tensor:
+        buf = bytearray(len(indices) * self.row_bytes)
+        view = memoryview(buf)
+        for i, index in enumerate(indices.tolist()):
+            start = i * self.row_bytes
+            got = os.preadv(self.fd, [view[start : start + self.row_bytes]], index * self.row_bytes)
+            if got != self.row_bytes:
+                raise OSError(f"short read of trunk row {index}")
+        flat = torch.frombuffer(buf, dtype=torch.uint8)
+        return flat.view(self.dtype).view(len(indices), *self.shape)
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class TrunkCache:
     """What the trainable part of the network takes as input, for every photo and its mirror.
 
@@ -63,7 +118,8 @@ class TrunkCache:
     costly high-resolution layers then run once per photo instead of once per photo per epoch.
     With start == 0 (everything trains) it is the uint8 image, scaled (and mirrored) on the fly.
     Photos arrive in chunks and are dropped once computed; with `spill` the table lives in an
-    unlinked file there, memory-mapped, so a large dataset needs page cache, not memory.
+    unlinked file there, read back a batch at a time, so a large dataset needs disk and page
+    cache, not process memory.
     """
 
     def __init__(
@@ -85,9 +141,8 @@ class TrunkCache:
         self.size = size
         self.mirrors = mirrors
         self._spill = spill
-        self._files: list[IO[bytes]] = []
         views = [False, True] if mirrors and start > 0 else [False]
-        self._data: list[torch.Tensor] = []
+        self._data: list[_Table] = []
         position = 0
         net.eval()
         with (
@@ -117,28 +172,21 @@ class TrunkCache:
                 if not self._data:
                     self._data = [self._table(o.shape[1:], o.dtype) for o in outputs]
                 for table, out in zip(self._data, outputs, strict=True):
-                    table[position : position + n] = out
+                    table.write(position, out)
                 position += n
                 bar.update(n * len(views))
         if position != size:
             raise ValueError(f"{position} photos arrived of the {size} announced")
 
-    def _table(self, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
-        full = (self.size, *shape)
+    def _table(self, shape: torch.Size, dtype: torch.dtype) -> _Table:
         if self._spill is None:
-            return torch.empty(full, dtype=dtype)
-        np_dtype = np.float16 if dtype == torch.float16 else np.uint8
-        # Unlinked at once: the file goes away with the process, however it ends.
-        f = tempfile.TemporaryFile(dir=self._spill, prefix="trunk-")  # noqa: SIM115 - closed by close()
-        f.truncate(int(np.prod(full)) * np.dtype(np_dtype).itemsize)
-        self._files.append(f)
-        return torch.from_numpy(np.memmap(f, dtype=np_dtype, mode="r+", shape=full))
+            return _MemoryTable(torch.empty((self.size, *shape), dtype=dtype))
+        return _FileTable(self._spill, self.size, shape, dtype)
 
     def close(self) -> None:
+        for table in self._data:
+            table.close()
         self._data = []
-        for f in self._files:
-            f.close()
-        self._files = []
 
     def _scaled(self, pixels: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self._pre.mean, device=pixels.device).view(1, 3, 1, 1)
@@ -147,9 +195,9 @@ class TrunkCache:
 
     def batch(self, indices: torch.Tensor, mirrored: torch.Tensor | None = None) -> torch.Tensor:
         """Inputs of the trainable part for `indices`, each taken mirrored where `mirrored` is."""
-        x = self._data[0][indices]
+        x = self._data[0].gather(indices)
         if mirrored is not None and self.mirrors:
-            other = x.flip(3) if self.start == 0 else self._data[1][indices]
+            other = x.flip(3) if self.start == 0 else self._data[1].gather(indices)
             x = torch.where(mirrored.view(-1, 1, 1, 1), other, x)
         x = x.to(self.device, non_blocking=True)
         return self._scaled(x) if self.start == 0 else x.float()
