@@ -1,0 +1,294 @@
+"""Index scale: bulk upsert rate, optimize time, memory and disk per listing, filtered search
+latency and recall@10 against exact search, by catalog size, vector size and quantization.
+
+Each index is built once under --cache and reused by later runs (a run that stopped half way
+starts that index again); each build is bounded by --build-limit-s and reported as not fitting
+when it runs over."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from bench.overload import rss_bytes
+from bench.query import payload, percentile, synthetic_vectors
+from models.settings import StoreSettings
+from models.store.factory import open_store
+from models.store.types import ListingPoint, SearchFilters, VectorStore
+
+DEFAULT_CACHE = Path("data/bench-scale")
+DEFAULT_OUT = Path(__file__).parent / "results" / "scale.json"
+CHUNK = 2000
+QUERIES = 100
+CATEGORY_FILTER = "home_and_living"
+PRICE_MIN, PRICE_MAX = 20.0, 120.0
+
+
+def bases(dim: int, cache: Path) -> np.ndarray:
+    """Real embeddings of the bundled photos (and a crop of each) from the ImageNet model, cached;
+    for another size, a fixed random projection of them, as a fine-tuned head would map them."""
+    path = cache / "bases-1280.npy"
+    if not path.exists():
+        from models.embedder import Embedder
+        from models.settings import ModelSettings
+        from tests.photos import PHOTO_FILES, photo
+
+        embedder = Embedder.from_settings(ModelSettings(device="cpu"))
+        images = []
+        for name in sorted(PHOTO_FILES):
+            img = photo(name)
+            w, h = img.size
+            images += [img, img.crop((w // 6, h // 6, w - w // 6, h - h // 6))]
+        cache.mkdir(parents=True, exist_ok=True)
+        np.save(path, embedder.embed(images))
+    real: np.ndarray = np.load(path)
+    if dim == real.shape[1]:
+        return real
+    projection = np.random.default_rng(1280).standard_normal((real.shape[1], dim))
+    out: np.ndarray = (real @ projection).astype(np.float32)
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return out
+
+
+@dataclass(frozen=True)
+class Chunk:
+    ids: list[str]
+    vectors: list[np.ndarray]  # one (photos, dim) matrix per listing
+    payloads: list[dict[str, Any]]
+
+
+def chunks(size: int, base: np.ndarray, seed: int) -> Iterator[Chunk]:
+    """The catalog, deterministically, CHUNK listings at a time: 1 to 4 photos each."""
+    for start in range(0, size, CHUNK):
+        n = min(CHUNK, size - start)
+        rng = np.random.default_rng((seed, start))
+        photos = rng.integers(1, 5, size=n)
+        flat = synthetic_vectors(base, int(photos.sum()), rng)
+        splits = np.cumsum(photos)[:-1]
+        ids = [f"L{start + j:08d}" for j in range(n)]
+        payloads = [payload(ids[j], start + j, int(photos[j])) for j in range(n)]
+        yield Chunk(ids, list(np.split(flat, splits)), payloads)
+
+
+def queries(base: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng((seed, 999))
+    return synthetic_vectors(base, QUERIES, rng)
+
+
+def _passes_filter(p: dict[str, Any]) -> bool:
+    return bool(p["category"].startswith(CATEGORY_FILTER) and PRICE_MIN <= p["price"] <= PRICE_MAX)
+
+
+def exact_top10(size: int, base: np.ndarray, seed: int, qs: np.ndarray) -> list[list[str]]:
+    """MaxSim over every listing that passes the filters, in numpy: the ground truth."""
+    best_scores = np.full((len(qs), 0), -np.inf, dtype=np.float32)
+    best_ids = np.empty((len(qs), 0), dtype=object)
+    for chunk in chunks(size, base, seed):
+        keep = [j for j, p in enumerate(chunk.payloads) if _passes_filter(p)]
+        if not keep:
+            continue
+        scores = np.stack([(chunk.vectors[j] @ qs.T).max(axis=0) for j in keep], axis=1)
+        ids = np.array([chunk.ids[j] for j in keep], dtype=object)
+        all_scores = np.concatenate([best_scores, scores], axis=1)
+        all_ids = np.concatenate([best_ids, np.broadcast_to(ids, scores.shape)], axis=1)
+        order = np.argsort(-all_scores, axis=1)[:, :10]
+        best_scores = np.take_along_axis(all_scores, order, axis=1)
+        best_ids = np.take_along_axis(all_ids, order, axis=1)
+    return [list(row) for row in best_ids]
+
+
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@dataclass
+class Result:
+    size: int
+    dim: int
+    quantization: str
+    fitted: bool = True
+    upsert_per_s: float = 0.0
+    optimize_s: float = 0.0
+    rss_per_listing_b: float = 0.0
+    disk_per_listing_b: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    c8_req_s: float = 0.0
+    recall_at_10: float = 0.0
+    note: str = ""
+
+
+def _settings(index: Path, quantization: str) -> StoreSettings:
+    return StoreSettings(
+        index_path=index,
+        quantization=quantization,  # type: ignore[arg-type]
+        store_on_disk=quantization != "none",
+    )
+
+
+async def build(
+    index: Path, size: int, dim: int, quantization: str, seed: int, limit_s: float
+) -> Result:
+    result = Result(size, dim, quantization)
+    base = bases(dim, index.parent)
+    shutil.rmtree(index, ignore_errors=True)
+    store = open_store(_settings(index, quantization), "scale", dim)
+    await store.ensure_collection()
+    started = time.perf_counter()
+    try:
+        with tqdm(total=size, desc=f"{dim}-d {size} {quantization}", unit="listing") as bar:
+            for chunk in chunks(size, base, seed):
+                points = [
+                    ListingPoint(lid, v.tolist(), p)
+                    for lid, v, p in zip(chunk.ids, chunk.vectors, chunk.payloads, strict=True)
+                ]
+                await store.upsert_listings(points)
+                bar.update(len(points))
+                if time.perf_counter() - started > limit_s:
+                    result.fitted = False
+                    result.note = f"upsert passed {limit_s:g} s at {bar.n} listings"
+                    return result
+        result.upsert_per_s = size / (time.perf_counter() - started)
+        optimizing = time.perf_counter()
+        await store.optimize()
+        result.optimize_s = time.perf_counter() - optimizing
+    finally:
+        await store.close()
+    (index / ".complete").write_text(json.dumps(asdict(result)))
+    return result
+
+
+async def _timed_search(
+    store: VectorStore, q: np.ndarray, filters: SearchFilters
+) -> tuple[float, list[str]]:
+    started = time.perf_counter()
+    hits = await store.search([q.tolist()], 10, filters)
+    return time.perf_counter() - started, [h.listing_id for h in hits]
+
+
+async def measure(index: Path, result: Result, seed: int) -> Result:
+    base = bases(result.dim, index.parent)
+    qs = queries(base, seed)
+    filters = SearchFilters(
+        category_prefix=CATEGORY_FILTER, price_min=PRICE_MIN, price_max=PRICE_MAX
+    )
+    before = rss_bytes(os.getpid())
+    store = open_store(_settings(index, result.quantization), "scale", result.dim)
+    await store.ensure_collection()
+    try:
+        for q in qs[:10]:  # warm-up: page in what a search touches
+            await _timed_search(store, q, filters)
+        latencies, found = [], []
+        for q in qs:
+            seconds, ids = await _timed_search(store, q, filters)
+            latencies.append(seconds)
+            found.append(ids)
+        result.rss_per_listing_b = (rss_bytes(os.getpid()) - before) / result.size
+        started = time.perf_counter()
+        await asyncio.gather(*(_timed_search(store, q, filters) for q in np.concatenate([qs] * 2)))
+        result.c8_req_s = 2 * len(qs) / (time.perf_counter() - started)
+    finally:
+        await store.close()
+    result.p50_ms = percentile(latencies, 50) * 1000
+    result.p99_ms = percentile(latencies, 99) * 1000
+    truth = exact_top10(result.size, base, seed, qs)
+    result.recall_at_10 = statistics.mean(
+        len(set(got) & set(want)) / max(1, len(want))
+        for got, want in zip(found, truth, strict=True)
+    )
+    result.disk_per_listing_b = _du(index) / result.size
+    return result
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: list[Result] = []
+    for dim in args.dims:
+        for size in args.sizes:
+            for quantization in args.quantization:
+                index = args.cache / f"{dim}d-{size}-{quantization}"
+                cached = args.cache / f"{dim}d-{size}-{quantization}.json"
+                if cached.exists() and not args.rebuild:
+                    results.append(Result(**json.loads(cached.read_text())))
+                    continue
+                marker = index / ".complete"
+                if marker.exists() and not args.rebuild:
+                    result = Result(**json.loads(marker.read_text()))
+                else:
+                    result = await build(
+                        index, size, dim, quantization, args.seed, args.build_limit_s
+                    )
+                if result.fitted:
+                    result = await measure(index, result, args.seed)
+                cached.write_text(json.dumps(asdict(result)))
+                results.append(result)
+    print(
+        f"{platform.node()} · {os.cpu_count()} CPUs · load {os.getloadavg()[0]:.1f} · "
+        f"{datetime.now(UTC):%Y-%m-%d} · filters: category {CATEGORY_FILTER}, price "
+        f"{PRICE_MIN:g}-{PRICE_MAX:g}"
+    )
+    header = (
+        f"{'dim':>5}{'listings':>10}{'quant':>8}{'upsert/s':>10}{'optimize':>10}{'RSS B/l':>9}"
+        f"{'disk B/l':>10}{'p50':>8}{'p99':>8}{'c8 req/s':>10}{'recall@10':>11}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        if not r.fitted:
+            print(f"{r.dim:>5}{r.size:>10}{r.quantization:>8}  did not fit: {r.note}")
+            continue
+        print(
+            f"{r.dim:>5}{r.size:>10}{r.quantization:>8}{r.upsert_per_s:>10.0f}{r.optimize_s:>9.1f}s"
+            f"{r.rss_per_listing_b:>9.0f}{r.disk_per_listing_b:>10.0f}{r.p50_ms:>6.2f}ms"
+            f"{r.p99_ms:>6.2f}ms{r.c8_req_s:>10.0f}{r.recall_at_10:>11.3f}"
+        )
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "results": [asdict(r) for r in results],
+    }
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=_ints, default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--dims", type=_ints, default=[256, 1280])
+    parser.add_argument(
+        "--quantization", type=lambda s: s.split(","), default=["none", "int8", "binary"]
+    )
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="built indexes, reused")
+    parser.add_argument("--rebuild", action="store_true", help="build and measure again")
+    parser.add_argument("--build-limit-s", type=float, default=1800.0)
+    parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    result = asyncio.run(run(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
