@@ -111,3 +111,30 @@ async def test_private_hosts_are_refused_without_the_setting(
         await asyncio.to_thread(load_dataset, options, FetchSettings(), ImageSettings(), PRE)
     assert "cannot fetch" in caught.value.bad[0].reason
     assert image_server.count("x.jpg") == 0
+
+
+def test_dataset_fetch_reports_the_splits_or_the_bad_lines(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # capfd, not capsys: the command configures logging onto the stderr of the moment, which
+    # must outlive this test.
+    from lookalike.cli import main
+
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes(photo("coffee")))
+    rows: list[dict[str, object]] = [
+        {"listing_id": f"L{i}", "photos": ["a.jpg"], "category": "home/mugs", "split": split}
+        for i, split in enumerate(["train", "train", "val", "test"])
+    ]
+    manifest = _write(tmp_path / "m.jsonl", rows)
+    with pytest.raises(SystemExit) as exit_:
+        main(["dataset", "fetch", str(manifest)])
+    out = capfd.readouterr().out
+    assert exit_.value.code == 0
+    assert "train 2 listings (2 photos), val 1 listings (1 photos), test 1 listings" in out
+    assert "tasks category, top_level" in out
+
+    _write(manifest, [*rows, {"listing_id": "L9", "photos": ["nope.jpg"]}])
+    with pytest.raises(SystemExit) as exit_:
+        main(["dataset", "fetch", str(manifest)])
+    assert exit_.value.code == 2
+    assert f"{manifest}:5: photo nope.jpg: no such file" in capfd.readouterr().err
