@@ -1,0 +1,112 @@
+"""The capacity model: from bench.scale's measured bytes per listing and latency growth, what a
+catalog of N listings needs (memory, disk, Qdrant nodes, shards) for each quantization."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from bench.scale import DEFAULT_OUT as SCALE_RESULTS
+
+GIB = 2**30
+
+
+def _fitted(results: list[dict[str, Any]], dim: int, quantization: str) -> list[dict[str, Any]]:
+    """The measured indexes of this kind, smallest first."""
+    kind = [r for r in results if r["dim"] == dim and r["quantization"] == quantization]
+    return sorted((r for r in kind if r["fitted"]), key=lambda r: int(r["size"]))
+
+
+def largest_fitted(results: list[dict[str, Any]], dim: int, quantization: str) -> dict[str, Any]:
+    """The biggest measured index of this kind: its per-listing figures are the least
+    dominated by fixed costs."""
+    fitted = _fitted(results, dim, quantization)
+    if not fitted:
+        raise LookupError(f"no measured {dim}-d {quantization} index in the results")
+    return fitted[-1]
+
+
+def latency_growth(results: list[dict[str, Any]], dim: int, quantization: str) -> float | None:
+    """p50 ratio per tenfold of listings, from the two largest sizes measured (HNSW search grows
+    about with the log of the size, so one factor per decade)."""
+    fitted = _fitted(results, dim, quantization)
+    if len(fitted) < 2:
+        return None
+    small, big = fitted[-2], fitted[-1]
+    decades = math.log10(big["size"] / small["size"])
+    return float((big["p50_ms"] / small["p50_ms"]) ** (1 / decades)) if decades > 0 else None
+
+
+def plan(
+    results: list[dict[str, Any]],
+    listings: int,
+    dim: int,
+    node_ram_gib: float,
+    headroom: float,
+    replication: int,
+) -> list[dict[str, Any]]:
+    """One row per quantization: what `listings` need, and on how many nodes."""
+    rows = []
+    for quantization in ("none", "int8", "binary"):
+        try:
+            r = largest_fitted(results, dim, quantization)
+        except LookupError:
+            continue
+        ram = r["rss_per_listing_b"] * listings * replication / GIB
+        disk = r["disk_per_listing_b"] * listings * replication / GIB
+        nodes = max(1, math.ceil(ram / (node_ram_gib * headroom)))
+        growth = latency_growth(results, dim, quantization)
+        decades = math.log10(listings / r["size"])
+        p50 = r["p50_ms"] * growth**decades if growth is not None else None
+        rows.append(
+            {
+                "quantization": quantization,
+                "measured_at": r["size"],
+                "ram_gib": ram,
+                "disk_gib": disk,
+                "nodes": nodes,
+                # At least one shard per node, so every node serves part of every search.
+                "shards": max(nodes, 1),
+                "recall_at_10": r["recall_at_10"],
+                "p50_ms_one_node_estimate": p50,
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", type=Path, default=SCALE_RESULTS)
+    parser.add_argument("--listings", type=int, default=100_000_000)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--node-ram-gib", type=float, default=64.0)
+    parser.add_argument(
+        "--headroom", type=float, default=0.7, help="share of a node's RAM the index may use"
+    )
+    parser.add_argument("--replication", type=int, default=2, help="copies of every shard")
+    args = parser.parse_args(argv)
+    results = json.loads(args.results.read_text())["results"]
+    rows = plan(
+        results, args.listings, args.dim, args.node_ram_gib, args.headroom, args.replication
+    )
+    print(
+        f"{args.listings:,} listings, {args.dim}-d, {args.replication} copies, nodes of "
+        f"{args.node_ram_gib:g} GiB using {args.headroom:.0%} of it"
+    )
+    header = f"{'quant':>7}{'from':>10}{'RAM GiB':>10}{'disk GiB':>10}{'nodes':>7}{'recall@10':>11}"
+    print(header + f"{'p50 (1 node)':>14}")
+    print("-" * (len(header) + 14))
+    for row in rows:
+        p50 = row["p50_ms_one_node_estimate"]
+        print(
+            f"{row['quantization']:>7}{row['measured_at']:>10}{row['ram_gib']:>10.0f}"
+            f"{row['disk_gib']:>10.0f}{row['nodes']:>7}{row['recall_at_10']:>11.3f}"
+            + (f"{p50:>12.1f}ms" if p50 is not None else f"{'-':>14}")
+        )
+
+
+if __name__ == "__main__":
+    main()
