@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -62,15 +64,14 @@ def test_from_settings_serves_openvino_from_an_export_made_once(tmp_path: Path) 
         built = Embedder.from_settings(settings)
     assert built.runtime == "openvino" and built.inference_precision == "fp32"
     assert not built.torchscript
-    [ready] = [e for e in first if e["event"] == "openvino_ready"]
-    assert ready["exported_s"] > 0
-    xml = Path(ready["ir"])
+    [exported] = [e for e in first if e["event"] == "openvino_exported"]
+    assert exported["exported_s"] > 0
+    xml = Path(exported["ir"])
     assert xml.is_relative_to(tmp_path / built.model_id)
     with capture_logs() as second:
         again = Embedder.from_settings(settings.model_copy(update={"precision": "bf16"}))
-    [ready] = [e for e in second if e["event"] == "openvino_ready"]
-    # The IR is shared by the precisions; each keeps its own compiled blobs beside it.
-    assert ready["exported_s"] == 0.0 and Path(ready["ir"]) == xml
+    # The IR is shared by the precisions (no second export); each compiles its own blobs.
+    assert second == []
     assert again.inference_precision == "bf16"
     assert sorted(p.name for p in xml.parent.glob("blobs-*")) == ["blobs-bf16", "blobs-fp32"]
     out = again.embed([photo("rocket"), photo("coffee")])
@@ -122,9 +123,11 @@ def model() -> EmbeddingNet:
     return load_model()
 
 
-def _fallback(model: EmbeddingNet, tmp_path: Path) -> tuple[object, list[dict[str, object]]]:
+def _fallback(
+    model: EmbeddingNet, cache_dir: Path
+) -> tuple[object, list[MutableMapping[str, Any]]]:
     with capture_logs() as logs:
-        backend = open_backend(model, CPU, Plan("openvino", "bf16", 1, 1), tmp_path, False)
+        backend = open_backend(model, CPU, Plan("openvino", "bf16", 1, 1), cache_dir, False)
     return backend, [e for e in logs if e["event"] == "runtime_fallback"]
 
 
@@ -145,13 +148,14 @@ def test_without_openvino_torch_serves_and_one_line_says_why(
 
 @pytest.mark.slow
 def test_a_compile_failure_falls_back_to_torch(
-    model: EmbeddingNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model: EmbeddingNet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = ovb.compile_config
     monkeypatch.setattr(
         ovb, "compile_config", lambda p, b: {**real(p, b), "NUM_STREAMS": "not-a-number"}
     )
-    backend, [line] = _fallback(model, tmp_path)
+    # The served cache directory: its IR exists already, so only the compile runs (and fails).
+    backend, [line] = _fallback(model, ModelSettings().model_cache_dir)
     assert isinstance(backend, TorchBackend)
     assert line["model_id"] == model.model_id and line["wanted"] == "openvino"
 
