@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lookalike.evaluation import DataEvaluation, data_json, format_data_report
 from models.dataset.dataset import DataListing
 from models.evaluation.listings import (
     build_report,
@@ -72,7 +73,8 @@ async def test_the_store_ranks_like_the_in_memory_maxsim() -> None:
         mine, theirs = through_store.per_category(kind), in_memory.per_category(kind)
         assert list(mine) == list(theirs)
         for category, (n, recall) in mine.items():
-            assert (n, recall) == (theirs[category][0], pytest.approx(theirs[category][1]))
+            assert n == theirs[category][0]
+            assert recall == pytest.approx(theirs[category][1])
         assert through_store.agreement(kind) == pytest.approx(in_memory.agreement(kind))
     assert 0 < through_store.scores("buyer").recall[1] < 1
     table = through_store.per_category("buyer")
@@ -84,3 +86,22 @@ async def test_the_store_ranks_like_the_in_memory_maxsim() -> None:
     # The ungrouped rare listings ask no listing query: the rare row is absent there.
     assert set(report["per_category"]["listing"]) == {"common"}
     assert report["per_category"]["listing"]["common"]["queries"] == 16
+
+
+async def test_the_text_and_json_of_a_comparison() -> None:
+    tasks = ["category", "top_level", "colour"]
+    first = await evaluate_listings("model-a", "test", LISTINGS, _vectors(0), tasks)
+    second = build_report("model-b", "test", LISTINGS, rank_in_memory(LISTINGS, _vectors(1)), tasks)
+    both = DataEvaluation(first, second)
+    text = format_data_report(both)
+    assert "compare model-b  (delta: model - compare)" in text
+    assert "recall@10 per top-level category, buyer photo -> listing" in text
+    rare = next(line for line in text.splitlines() if line.strip().startswith("rare"))
+    mine, theirs = first.per_category("buyer")["rare"][1], second.per_category("buyer")["rare"][1]
+    assert rare.split()[1:] == ["2", f"{mine:.3f}", f"{theirs:.3f}", f"{mine - theirs:+.3f}"]
+    out = data_json(both)
+    assert out["compare"]["model_id"] == "model-b"
+    assert out["delta"]["listing_to_listing"]["recall@10"] == pytest.approx(
+        first.scores("listing").recall[10] - second.scores("listing").recall[10]
+    )
+    assert set(out["delta"]["per_category"]["buyer"]) == {"common", "rare"}

@@ -97,7 +97,9 @@ async def test_train_then_eval_on_a_manifest(
 
     argv = ["eval", "--data", str(manifest), "--cache", str(cache), "--model", str(checkpoint)]
     argv += ["--compare", "imagenet", "--workers", "2"]
-    code, stdout, stderr = await asyncio.to_thread(_run, [*argv, "--json"], capfd)
+    report_dir = tmp_path / "report"
+    argv += ["--json", "--report", str(report_dir)]
+    code, stdout, stderr = await asyncio.to_thread(_run, argv, capfd)
     assert code == 0, stderr
     report = json.loads(stdout)
     assert report["model_id"] == embedder.model_id and report["split"] == "test"
@@ -123,13 +125,6 @@ async def test_train_then_eval_on_a_manifest(
         buyer["map"] - report["compare"]["buyer_to_listing"]["map"]
     )
 
-    report_dir = tmp_path / "report"
-    code, stdout, stderr = await asyncio.to_thread(
-        _run, [*argv, "--report", str(report_dir)], capfd
-    )
-    assert code == 0, stderr
-    assert "recall@10 per top-level category, buyer photo -> listing" in stdout
-    assert "delta" in stdout and "compare " + load_model().model_id in stdout
     await _check_report(report_dir / "index.html", embedder.model_id)
     # The eval of a tracked checkpoint joined its training run: metrics and the report.
     assert "recorded in MLflow run " + run_id in stderr
