@@ -318,10 +318,10 @@ def _eval_data(args: argparse.Namespace, model: ModelSettings) -> int:
             title=f"lookalike eval: {args.data}",
         )
         print(f"report: {page}", file=sys.stderr)
-    _attach_to_training_run(model.model_checkpoint, data_json(evaluation), args)
     print(
         json.dumps(data_json(evaluation), indent=2) if args.json else format_data_report(evaluation)
     )
+    _attach_to_training_run(model.model_checkpoint, data_json(evaluation), args)
     return 0
 
 
@@ -340,7 +340,12 @@ def _attach_to_training_run(
         from models.training.tracking import attach_eval
     except ImportError:  # MLflow is in the training extra
         return
-    if attach_eval(run_id, metrics, args.report, args.split):
+    try:
+        attached = attach_eval(run_id, metrics, args.report, args.split)
+    except Exception as exc:  # a tracking server down must not lose the evaluation printed
+        print(f"eval: not recorded in MLflow run {run_id}: {exc}", file=sys.stderr)
+        return
+    if attached:
         print(f"eval: recorded in MLflow run {run_id}", file=sys.stderr)
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import structlog
+
 from models.dataset.dataset import DatasetOptions, load_dataset
 from models.evalset.catalog import build_eval_catalog
 from models.images import ImageLimits
@@ -9,6 +13,10 @@ from models.network import variant
 from models.settings import FetchSettings, ImageSettings
 from models.training.source import CatalogSource, DatasetSource, TrainingSource
 from models.training.trainer import LOG_FILE, TrainConfig, Trainer, TrainResult
+
+
+def _log() -> Any:
+    return structlog.get_logger("lookalike.train")
 
 
 def training_source(
@@ -42,9 +50,16 @@ def run_training(
     source = training_source(
         config, data, fetch or FetchSettings(), images or ImageSettings(), progress
     )
+    try:
+        from models.training.tracking import MlflowRun
+
+        if track:
+            import mlflow  # noqa: F401 - the training extra; without it the run is not tracked
+    except ImportError:
+        _log().warning("mlflow_missing", hint="pip install 'lookalike[train]' to track runs")
+        track = False
     if not track:
         return Trainer(config, source, progress=progress).run(resume=resume)
-    from models.training.tracking import MlflowRun
 
     params = {**config.model_dump(mode="json"), **source.metadata(), "resume": resume}
     run = MlflowRun(params, run_name=config.out_dir.name)
