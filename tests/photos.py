@@ -60,6 +60,14 @@ def rephotographed(name: str, angle: float = 4.0, crop: float = 0.08, quality: i
     return jpeg_bytes(img, quality=quality)
 
 
+def side_by_side(left: str, right: str) -> bytes:
+    """Two catalog photos in one shot, each on its own half."""
+    canvas = Image.new("RGB", (640, 320), (255, 255, 255))
+    for i, name in enumerate((left, right)):
+        canvas.paste(photo(name).convert("RGB").resize((320, 320)), (320 * i, 0))
+    return jpeg_bytes(canvas)
+
+
 def sized_jpegs(count: int, long_sides: Sequence[int], quality: int) -> list[bytes]:
     """`count` JPEGs of the bundled photos, cycling through the photos and the long-side sizes."""
     out = []

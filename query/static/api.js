@@ -11,8 +11,9 @@ export class ApiError extends Error {
   }
 }
 
-/** Query-string parameters of /v1/search and /v1/listings/{id}/similar. */
-export function searchParams({ k, category, currency, priceMin, priceMax, minScore } = {}) {
+/** Query-string parameters of /v1/search and /v1/listings/{id}/similar; `crop` ({x, y, w, h},
+ *  fractions of the photo) is for a search only. */
+export function searchParams({ k, category, currency, priceMin, priceMax, minScore, crop } = {}) {
   const params = new URLSearchParams();
   if (k) params.set("k", String(k));
   if (category) params.set("category", category);
@@ -20,6 +21,7 @@ export function searchParams({ k, category, currency, priceMin, priceMax, minSco
   if (priceMin !== undefined && priceMin !== null) params.set("price_min", String(priceMin));
   if (priceMax !== undefined && priceMax !== null) params.set("price_max", String(priceMax));
   if (minScore !== undefined && minScore !== null) params.set("min_score", String(minScore));
+  if (crop) params.set("crop", [crop.x, crop.y, crop.w, crop.h].join(","));
   const text = params.toString();
   return text ? `?${text}` : "";
 }
@@ -50,7 +52,8 @@ async function call(url, init) {
   return body;
 }
 
-/** POST /v1/search with the photo as multipart field `image`; filters go in the query string.
+/** POST /v1/search with the photo as multipart field `image`; filters, and the region to search
+ *  (`filters.crop`), go in the query string.
  *  Resolves to {listings: [{id, title, category, price: {amount, currency}, shop_id,
  *  image_url, score}], offset, next, took_ms, model_id}. `next`, when given, is the URL of the
  *  following page: pass it as `pageUrl` with the same photo. */

@@ -20,6 +20,9 @@ const els = {
   preview: $("preview"),
   previewImg: $("preview-img"),
   previewCaption: $("preview-caption"),
+  previewFrame: $("preview-frame"),
+  cropBox: $("crop-box"),
+  wholePhoto: $("whole-photo"),
   filters: $("filters"),
   category: $("category"),
   currency: $("currency"),
@@ -46,6 +49,7 @@ const BY_CODE = {
   truncated_image: "That image looks damaged or incomplete. Please try another photo.",
   listing_not_found: "That listing is no longer available.",
   currency_required: "Choose a currency for the price range.",
+  crop_too_small: "That box is too small for this photo. Drag a larger one.",
   network: "The search service could not be reached. Check your connection and try again.",
 };
 const BY_STATUS = {
@@ -62,7 +66,7 @@ function friendlyMessage(error) {
   return "Something went wrong. Please try again.";
 }
 
-let current = null; // what the grid shows: {kind: "photo", file} or {kind: "similar", id}
+let current = null; // what the grid shows: {kind: "photo", file, crop} or {kind: "similar", id}
 let inFlight = null; // AbortController of the request under way
 let previewUrl = null;
 let lastPhoto = null; // the shopper's photo, searched again when Back leaves "more like this"
@@ -169,20 +173,62 @@ function showError(message) {
   els.error.textContent = message || "";
 }
 
-function showPreview(src, caption) {
+/** The preview; a box can be drawn on it when it is the shopper's own photo (`croppable`). */
+function showPreview(src, caption, croppable = false) {
   if (previewUrl && previewUrl !== src) {
     URL.revokeObjectURL(previewUrl);
     previewUrl = null;
   }
+  els.previewFrame.classList.toggle("croppable", Boolean(src) && croppable);
+  showBox(null);
   if (!src) {
     els.preview.hidden = true;
     els.previewImg.removeAttribute("src");
+    els.previewCaption.textContent = "";
     return;
   }
   els.previewImg.src = src;
   els.previewImg.alt = caption;
   els.previewCaption.textContent = caption;
   els.preview.hidden = false;
+}
+
+// The smallest box searched, as a share of each side of the photo (the API's own minimum).
+const MIN_CROP = 0.05;
+const CROP_HASH = /^#crop=([0-9.]+),([0-9.]+),([0-9.]+),([0-9.]+)$/;
+
+/** The box drawn over the preview, in fractions of the photo; null: none. */
+function showBox(box) {
+  els.cropBox.hidden = box === null;
+  els.wholePhoto.hidden = !(box && current && current.kind === "photo" && current.crop);
+  if (box === null) return;
+  Object.assign(els.cropBox.style, {
+    left: `${box.x * 100}%`,
+    top: `${box.y * 100}%`,
+    width: `${box.w * 100}%`,
+    height: `${box.h * 100}%`,
+  });
+}
+
+/** A box as the API takes it: in ten-thousandths, wholly inside the photo, whatever rounding. */
+function roundedBox(box) {
+  const x = Math.floor(box.x * 1e4);
+  const y = Math.floor(box.y * 1e4);
+  const w = Math.min(Math.round(box.w * 1e4), 1e4 - x);
+  const h = Math.min(Math.round(box.h * 1e4), 1e4 - y);
+  return { x: x / 1e4, y: y / 1e4, w: w / 1e4, h: h / 1e4 };
+}
+
+function cropHash(box) {
+  return box ? `#crop=${box.x},${box.y},${box.w},${box.h}` : "";
+}
+
+function cropFromHash() {
+  const match = CROP_HASH.exec(location.hash);
+  if (!match) return null;
+  const [x, y, w, h] = match.slice(1).map(Number);
+  const ok = [x, y, w, h].every(Number.isFinite) && w >= MIN_CROP && h >= MIN_CROP;
+  return ok && x + w <= 1 && y + h <= 1 ? { x, y, w, h } : null;
 }
 
 function formatPrice(price) {
@@ -288,7 +334,8 @@ async function run(query, pageUrl = null) {
   try {
     const append = pageUrl !== null;
     if (query.kind === "photo") {
-      const body = await searchByPhoto(query.file, f, controller.signal, pageUrl);
+      const crop = query.crop;
+      const body = await searchByPhoto(query.file, { ...f, crop }, controller.signal, pageUrl);
       render(body, "Results", append);
     } else {
       const body = await similarListings(query.id, f, controller.signal, pageUrl);
@@ -327,12 +374,74 @@ async function run(query, pageUrl = null) {
 function searchPhoto(file) {
   if (!file) return;
   lastPhoto = file;
-  seenCurrencies = new Set();
-  const url = URL.createObjectURL(file);
-  showPreview(url, "Your photo");
-  previewUrl = url;
+  // A new photo: a box drawn on the one before means nothing on it.
   if (location.hash) history.replaceState(null, "", location.pathname + location.search);
-  run({ kind: "photo", file });
+  searchLastPhoto(null);
+}
+
+/** The shopper's photo searched again, whole or in the region `crop`. */
+function searchLastPhoto(crop) {
+  seenCurrencies = new Set();
+  const src = current && current.kind === "photo" && current.file === lastPhoto ? previewUrl : null;
+  const url = src || URL.createObjectURL(lastPhoto);
+  showPreview(url, "Your photo", true);
+  previewUrl = url;
+  const query = { kind: "photo", file: lastPhoto, crop };
+  current = query;
+  showBox(crop);
+  run(query);
+}
+
+/** The box as drawn: searched, and kept in the link so that Back returns to the one before. */
+function searchRegion(box) {
+  const crop = box ? roundedBox(box) : null;
+  const hash = cropHash(crop);
+  if (location.hash !== hash) history.pushState(null, "", hash || location.pathname + location.search);
+  searchLastPhoto(crop);
+}
+
+function wireCrop() {
+  const area = els.previewFrame;
+  let drag = null; // {id, x, y}: the pointer drawing and where it went down
+  const at = (e) => {
+    const r = els.previewImg.getBoundingClientRect();
+    const clamp = (v) => Math.min(1, Math.max(0, v));
+    return { x: clamp((e.clientX - r.left) / r.width), y: clamp((e.clientY - r.top) / r.height) };
+  };
+  const boxTo = (p) => ({
+    x: Math.min(drag.x, p.x),
+    y: Math.min(drag.y, p.y),
+    w: Math.abs(p.x - drag.x),
+    h: Math.abs(p.y - drag.y),
+  });
+  const drawnNow = () => (current && current.kind === "photo" ? current.crop : null);
+  // Pointer events: a mouse, a pen and a finger draw the same way.
+  area.addEventListener("pointerdown", (e) => {
+    if (!area.classList.contains("croppable") || !e.isPrimary || e.button !== 0) return;
+    e.preventDefault();
+    area.setPointerCapture(e.pointerId);
+    drag = { id: e.pointerId, ...at(e) };
+    showBox({ ...drag, w: 0, h: 0 });
+  });
+  area.addEventListener("pointermove", (e) => {
+    if (drag && e.pointerId === drag.id) showBox(boxTo(at(e)));
+  });
+  area.addEventListener("pointerup", (e) => {
+    if (!drag || e.pointerId !== drag.id) return;
+    const box = boxTo(at(e));
+    drag = null;
+    // A click or a sliver is no region: the box searched before stays.
+    if (box.w < MIN_CROP || box.h < MIN_CROP) showBox(drawnNow());
+    else searchRegion(box);
+  });
+  area.addEventListener("pointercancel", (e) => {
+    if (!drag || e.pointerId !== drag.id) return;
+    drag = null;
+    showBox(drawnNow());
+  });
+  els.wholePhoto.addEventListener("click", () => {
+    if (lastPhoto) searchRegion(null);
+  });
 }
 
 function showSimilar(listing) {
@@ -436,9 +545,10 @@ function start() {
   wireDrop();
   wirePaste();
   wireFilters();
+  wireCrop();
   window.addEventListener("popstate", () => {
-    if (location.hash) openFromHash();
-    else if (lastPhoto) searchPhoto(lastPhoto);
+    if (/^#like=/.test(location.hash)) openFromHash();
+    else if (lastPhoto) searchLastPhoto(cropFromHash());
   });
   // The cut-off first, so the first results already have their divider.
   Promise.all([loadConfig(), loadCategories()]).finally(() => {

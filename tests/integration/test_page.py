@@ -34,7 +34,7 @@ from tests.page_support import (
     served_catalog,
     upload,
 )
-from tests.photos import photo_bytes, rephotographed
+from tests.photos import photo_bytes, rephotographed, side_by_side
 from tests.query_support import api_settings, catalog, embedder
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -380,6 +380,90 @@ async def test_screenshots_at_phone_and_desktop_width(phone: Visit, desktop: Vis
     async with phone.page.expect_file_chooser() as chooser:
         await phone.page.get_by_role("button", name="Take a photo").tap()
     assert await (await chooser.value).element.get_attribute("id") == "camera"
+
+
+async def drag_over(
+    page: Page, start: tuple[float, float], end: tuple[float, float], touch: bool
+) -> None:
+    """A drag over the preview photo from `start` to `end` (fractions of it), by mouse or by a
+    finger (touch events, which Chromium turns into the pointer events a phone sends)."""
+    box = await page.locator("#preview-img").bounding_box()
+    assert box is not None
+    points = [
+        (
+            box["x"] + box["width"] * (start[0] + (end[0] - start[0]) * t / 5),
+            box["y"] + box["height"] * (start[1] + (end[1] - start[1]) * t / 5),
+        )
+        for t in range(6)
+    ]
+    if not touch:
+        await page.mouse.move(*points[0])
+        await page.mouse.down()
+        for x, y in points[1:]:
+            await page.mouse.move(x, y)
+        await page.mouse.up()
+        return
+    cdp = await page.context.new_cdp_session(page)
+    for kind, (x, y) in zip(["touchStart"] + ["touchMove"] * 5, points, strict=True):
+        await cdp.send(
+            "Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]}
+        )
+    await cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    await cdp.detach()
+
+
+async def layout(page: Page) -> list[dict[str, float] | None]:
+    """Where the search panel's parts and the results heading are on the page."""
+    return [
+        await page.locator(selector).bounding_box()
+        for selector in ("#drop-zone", ".pick", "#filters", "#results-heading")
+    ]
+
+
+async def test_a_box_dragged_over_the_photo_searches_that_region(
+    desktop: Visit, phone: Visit
+) -> None:
+    data = side_by_side("chelsea", "rocket")
+    for visit, touch in [(desktop, False), (phone, True)]:
+        page = visit.page
+        box = page.locator("#crop-box")
+        whole = page.get_by_role("button", name="Use whole photo")
+        # The preview's place is kept before there is a photo: nothing moves when it comes.
+        before = await layout(page)
+        await search_photo(page, data)
+        assert await layout(page) == before
+        await expect(box).to_be_hidden()
+        await expect(whole).to_be_hidden()
+        async with answered(page):
+            await drag_over(page, (0.02, 0.03), (0.48, 0.97), touch)
+        assert (await card_ids(page))[0] == "P-chelsea"
+        await expect(box).to_be_visible()
+        left = page.url.split("#", 1)[1]
+        assert re.fullmatch(r"crop=0\.0\d*,0\.0\d*,0\.4\d*,0\.9\d*", left), left
+        assert any("crop=" in url for url in visit.requests if "/v1/search" in url)
+        # Drawn from the other corner, over the right half.
+        async with answered(page):
+            await drag_over(page, (0.98, 0.97), (0.52, 0.03), touch)
+        assert (await card_ids(page))[0] == "P-rocket"
+        assert await layout(page) == before
+        ARTIFACTS.mkdir(exist_ok=True)
+        await images_loaded(page)
+        await page.screenshot(path=ARTIFACTS / f"page-{'phone' if touch else 'desktop'}-region.png")
+        # A tap is no box: the one searched stays, and nothing is asked.
+        answers = await page.evaluate(ANSWERED)
+        await drag_over(page, (0.3, 0.3), (0.31, 0.31), touch)
+        await expect(box).to_be_visible()
+        assert await page.evaluate(ANSWERED) == answers
+        # The box is in the link: Back returns to the left one.
+        async with answered(page):
+            await page.go_back()
+        assert page.url.endswith("#" + left)
+        assert (await card_ids(page))[0] == "P-chelsea"
+        await expect(box).to_be_visible()
+        async with answered(page):
+            await (whole.tap() if touch else whole.click())
+        await expect(box).to_be_hidden()
+        assert "#" not in page.url
 
 
 @pytest.mark.filterwarnings("ignore:Failed to obtain server version")

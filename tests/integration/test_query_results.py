@@ -11,11 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
-from PIL import Image
 
 from models.store.types import SearchFilters, VectorStore
 from query.settings import RELEVANCE_THRESHOLD
-from tests.photos import jpeg_bytes, photo, rephotographed
+from tests.photos import rephotographed, side_by_side
 from tests.query_support import (
     api_settings,
     app_client,
@@ -174,14 +173,6 @@ async def test_page_two_continues_page_one_without_overlap(client: Client) -> No
     )
     assert len(listing_ids(similar)) + len(listing_ids(rest)) == total - 1
     assert np.all(np.diff([i["score"] for i in similar["listings"] + rest["listings"]]) <= 1e-6)
-
-
-def side_by_side(left: str, right: str) -> bytes:
-    """Two catalog photos in one shot, each on its own half."""
-    canvas = Image.new("RGB", (640, 320), (255, 255, 255))
-    for i, name in enumerate((left, right)):
-        canvas.paste(photo(name).convert("RGB").resize((320, 320)), (320 * i, 0))
-    return jpeg_bytes(canvas)
 
 
 async def test_a_crop_searches_that_region_of_the_photo(client: Client) -> None:
