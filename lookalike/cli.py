@@ -137,6 +137,43 @@ def _broker_address(args: argparse.Namespace) -> tuple[str, BrokerSettings]:
     return args.broker or broker.broker, broker
 
 
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from lookalike.backfill import BackfillError, backfill, load_vectors
+    from lookalike.publish import file_format, format_bad, validate
+    from models.network import CheckpointError, load_model
+    from models.settings import ModelSettings, StoreSettings
+    from models.store.types import StoreError
+
+    _configure_logging()
+    try:
+        batch = validate(args.file, file_format(args.file, args.format))
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"backfill: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 1
+    if batch.bad:
+        print(format_bad(args.file, batch.bad), file=sys.stderr)
+        print(f"backfill: {len(batch.bad)} bad lines; nothing was written", file=sys.stderr)
+        return 2
+    model = ModelSettings()
+    try:
+        net = load_model(model.model_name, model.model_checkpoint)
+        vectors = load_vectors(args.vectors)
+        result = asyncio.run(backfill(batch, vectors, StoreSettings(), net.model_id, net.dim))
+    except (BackfillError, CheckpointError) as exc:
+        print(f"backfill: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"backfill: the store failed: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"backfilled {result.written} listings and {result.tombstoned} tombstones into "
+        f"{net.model_id}'s collection in {result.seconds:.1f} s ({result.per_second:.0f}/s)"
+    )
+    return 0
+
+
 def _cmd_publish(args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException
 
@@ -539,7 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
         "schema",
         help="print the JSON Schema of a published contract",
         description="`events`: the listing events on the listings topic (listing.upserted and "
-        "listing.deleted), as the indexer validates them; also served at GET /v1/schema/events.",
+        "listing.deleted), as the indexer validates them; also served at GET /v1/schema/events. "
+        "`dataset`: one line of a dataset manifest (train --data, eval --data).",
     )
     schema.add_argument("kind", choices=sorted(SCHEMAS), help="which contract")
     schema.set_defaults(func=_cmd_schema)
@@ -629,11 +667,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=11, help="seed of the eval catalog")
         p.add_argument("--workers", type=_positive, default=None, help="render/decode processes")
 
-    def data_args(p: argparse.ArgumentParser, shares_flag: str, defaults: str) -> None:
+    def data_args(p: argparse.ArgumentParser, shares_flag: str, default: str) -> None:
         p.add_argument(
             "--data",
             type=Path,
             default=None,
+            metavar="MANIFEST",
             help="a dataset manifest, JSON lines (`lookalike schema dataset`); instead of the "
             "built-in catalog",
         )
@@ -641,16 +680,23 @@ def build_parser() -> argparse.ArgumentParser:
             "--cache",
             type=Path,
             default=None,
-            help="where fetched photos are kept (MANIFEST/../cache)",
+            metavar="DIR",
+            help="where fetched photos are kept (default: a cache folder beside the manifest)",
         )
         p.add_argument(
             shares_flag,
             dest="split_shares",
             default=None,
-            help=f"train,val,test shares of the groups of lines without a split ({defaults})",
+            metavar="SHARES",
+            help="train,val,test shares of the groups of lines without a split "
+            f"(default{default}: 0.7,0.1,0.2)",
         )
         p.add_argument(
-            "--split-seed", type=int, default=None, help=f"seed of the split by group ({defaults})"
+            "--split-seed",
+            type=int,
+            default=None,
+            metavar="S",
+            help=f"seed of the split by group (default{default}: 0)",
         )
         p.add_argument(
             "--skip-invalid",
@@ -661,8 +707,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "eval",
         help="recall@k and mAP of buyer-photo->listing and listing->listing search",
-        description="Builds the deterministic evaluation catalog, indexes a split into a scratch "
-        "Qdrant Edge store with the model and queries it.",
+        description="Indexes a split of the built-in evaluation catalog, or with --data of a "
+        "dataset manifest, into a scratch Qdrant Edge store with the model and queries it.",
     )
     evaluate.add_argument(
         "--model",
@@ -676,6 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--compare",
         default=None,
+        metavar="CKPT",
         help="with --data: a second checkpoint (or `imagenet`) scored on the same queries; "
         "adds its results and a delta column (model - compare)",
     )
@@ -683,10 +730,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--report",
         type=Path,
         default=None,
+        metavar="DIR",
         help="with --data: write DIR/index.html, metrics and sample queries with thumbnails",
     )
     catalog_args(evaluate)
-    data_args(evaluate, "--split-shares", "default: the checkpoint's, else 0.7,0.1,0.2 and 0")
+    data_args(evaluate, "--split-shares", ": the checkpoint's, else")
     evaluate.set_defaults(func=_cmd_eval)
 
     train = sub.add_parser(
@@ -721,7 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="record the run in MLflow (MLFLOW_TRACKING_URI, else ./mlflow.db)",
     )
     catalog_args(train)
-    data_args(train, "--split", "default 0.7,0.1,0.2 and 0")
+    data_args(train, "--split", "")
     train.set_defaults(func=_cmd_train)
 
     dataset = sub.add_parser("dataset", help="datasets in the manifest format (train/eval --data)")
@@ -773,6 +821,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-invalid", action="store_true", help="send the valid lines, list the bad ones"
     )
     publish.set_defaults(func=_cmd_publish)
+
+    backfill = sub.add_parser(
+        "backfill",
+        help="write a catalog file and its vectors straight to the store, in bulk",
+        description="For embeddings computed elsewhere with the served model: row i of the "
+        "vectors file is the i-th photo of the file's upserts. Validated first, written with the "
+        "indexer's payload and version guard.",
+    )
+    backfill.add_argument("file", type=Path, help="one listing event per line (JSON lines or CSV)")
+    backfill.add_argument(
+        "--vectors", type=Path, required=True, help="a .npy of float32 rows, one per photo"
+    )
+    backfill.add_argument(
+        "--format",
+        choices=["jsonl", "csv"],
+        default=None,
+        help="file format (default: csv for a .csv file, else jsonl)",
+    )
+    backfill.set_defaults(func=_cmd_backfill)
     return parser
 
 
