@@ -137,6 +137,44 @@ def _broker_address(args: argparse.Namespace) -> tuple[str, BrokerSettings]:
     return args.broker or broker.broker, broker
 
 
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from lookalike.backfill import BackfillError, backfill, load_vectors
+    from lookalike.publish import file_format, format_bad, validate
+    from models.network import CheckpointError, load_model
+    from models.settings import ModelSettings, StoreSettings
+    from models.store.types import StoreError
+
+    _configure_logging()
+    try:
+        batch = validate(args.file, file_format(args.file, args.format))
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"backfill: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 1
+    if batch.bad:
+        print(format_bad(args.file, batch.bad), file=sys.stderr)
+        print(f"backfill: {len(batch.bad)} bad lines; nothing was written", file=sys.stderr)
+        return 2
+    model = ModelSettings()
+    try:
+        net = load_model(model.model_name, model.model_checkpoint)
+        vectors = load_vectors(args.vectors)
+        result = asyncio.run(backfill(batch, vectors, StoreSettings(), net.model_id, net.dim))
+    except (BackfillError, CheckpointError) as exc:
+        print(f"backfill: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"backfill: the store failed: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"backfill: {result.written} upserts and {result.tombstoned} removals into "
+        f"{net.model_id}'s collection in {result.seconds:.1f} s ({result.per_second:.0f}/s); "
+        "each changed a listing only where it was newer than the index"
+    )
+    return 0
+
+
 def _cmd_publish(args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException
 
@@ -784,6 +822,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-invalid", action="store_true", help="send the valid lines, list the bad ones"
     )
     publish.set_defaults(func=_cmd_publish)
+
+    backfill = sub.add_parser(
+        "backfill",
+        help="write a catalog file and its vectors straight to the store, in bulk",
+        description="For embeddings computed elsewhere with the served model: row i of the "
+        "vectors file is the i-th photo of the file's upserts. Validated first, written with the "
+        "indexer's payload and version guard.",
+    )
+    backfill.add_argument("file", type=Path, help="one listing event per line (JSON lines or CSV)")
+    backfill.add_argument(
+        "--vectors", type=Path, required=True, help="a .npy of float32 rows, one per photo"
+    )
+    backfill.add_argument(
+        "--format",
+        choices=["jsonl", "csv"],
+        default=None,
+        help="file format (default: csv for a .csv file, else jsonl)",
+    )
+    backfill.set_defaults(func=_cmd_backfill)
     return parser
 
 
