@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike.publish import Batch
-from models.events import ListingDeleted, ListingUpserted, parse_event
+from models.events import ListingDeleted, ListingUpserted
 from models.payload import ListingPayload
 from models.settings import StoreSettings
 from models.store.factory import open_store
@@ -117,7 +117,7 @@ async def backfill(
         raise BackfillError(
             f"a worker holds the index at {settings.index_path}; stop it, backfill, start it"
         )
-    events = [parse_event(value) for _, value in batch.events]
+    events = batch.parsed
     check_vectors(events, vectors, dim)
     result = BackfillResult()
     store = open_store(settings, model_id, dim)

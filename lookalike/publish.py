@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
-from models.events import encode_event, event_key, parse_event
+from models.events import ListingDeleted, ListingUpserted, encode_event, event_key, parse_event
 from stream.broker import (
     PLAINTEXT,
     Security,
@@ -64,6 +64,8 @@ class Batch:
 
     events: list[tuple[bytes, bytes]] = field(default_factory=list)
     bad: list[BadLine] = field(default_factory=list)
+    # The same events parsed, in the same order (backfill writes them without parsing again).
+    parsed: list[ListingUpserted | ListingDeleted] = field(default_factory=list)
 
 
 def file_format(path: Path, given: str | None) -> Format:
@@ -130,6 +132,7 @@ def read_events(path: Path, fmt: Format, on_line: Callable[[], object] | None = 
             batch.bad.append(BadLine(lineno, str(exc)))
             continue
         batch.events.append((event_key(event), encode_event(event)))
+        batch.parsed.append(event)
     return batch
 
 
