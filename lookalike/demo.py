@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import random
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -49,15 +50,27 @@ def _drawn(product: Product, colour: tuple[int, int, int], rng: random.Random) -
     return _jpeg(image)
 
 
+def _turned(image: Image.Image, degrees: float) -> Image.Image:
+    """`image` turned by `degrees`, then cut to the largest centred rectangle of its shape that
+    the turned photo covers: a real reshoot has no black wedges in its corners."""
+    w, h = image.size
+    turned = image.rotate(degrees, resample=Image.Resampling.BILINEAR)
+    c, s = abs(math.cos(math.radians(degrees))), abs(math.sin(math.radians(degrees)))
+    # The w x h frame turned by the angle covers a centred k*w x k*h rectangle for k up to this.
+    k = min(w / (w * c + h * s), h / (w * s + h * c))
+    # One pixel in from the edge: bilinear sampling there still blends in the fill.
+    iw, ih = int(w * k) - 2, int(h * k) - 2
+    left, top = (w - iw) // 2, (h - ih) // 2
+    return turned.crop((left, top, left + iw, top + ih))
+
+
 def _reshot(source: Image.Image, rng: random.Random) -> bytes:
     """Another photo of the same real thing: a crop, a slight turn, a change of light."""
     w, h = source.size
     scale = rng.uniform(0.7, 0.95)
     cw, ch = int(w * scale), int(h * scale)
     x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
-    image = source.crop((x, y, x + cw, y + ch)).rotate(
-        rng.uniform(-5, 5), resample=Image.Resampling.BILINEAR
-    )
+    image = _turned(source.crop((x, y, x + cw, y + ch)), rng.uniform(-5, 5))
     if rng.random() < 0.3:
         image = ImageOps.mirror(image)
     image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.85, 1.15))

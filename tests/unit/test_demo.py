@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import random
 import re
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from lookalike.demo import REAL_PHOTOS, DemoCatalog, build_catalog, real_photo_paths
+from lookalike.demo import REAL_PHOTOS, DemoCatalog, _reshot, build_catalog, real_photo_paths
 from models.events import ListingDeleted, ListingUpserted, encode_event, parse_event
 
 BASE = "http://127.0.0.1:9/photos"
@@ -89,3 +90,12 @@ def test_write_photos(tmp_path: Path, catalog: DemoCatalog) -> None:
 def test_size_must_be_positive() -> None:
     with pytest.raises(ValueError):
         build_catalog(0)
+
+
+def test_a_turned_reshoot_has_no_black_corners() -> None:
+    # A white photo reshot: a turn that left the fill in its corners would show dark pixels.
+    white = Image.new("RGB", (960, 640), (255, 255, 255))
+    for seed in range(12):
+        shot = Image.open(io.BytesIO(_reshot(white, random.Random(seed)))).convert("L")
+        assert shot.getextrema()[0] > 200, seed
+        assert min(shot.size) >= 224
