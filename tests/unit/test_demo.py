@@ -7,6 +7,7 @@ import random
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -97,5 +98,5 @@ def test_a_turned_reshoot_has_no_black_corners() -> None:
     white = Image.new("RGB", (960, 640), (255, 255, 255))
     for seed in range(12):
         shot = Image.open(io.BytesIO(_reshot(white, random.Random(seed)))).convert("L")
-        assert shot.getextrema()[0] > 200, seed
+        assert int(np.asarray(shot).min()) > 200, seed
         assert min(shot.size) >= 224
