@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import unused_port
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, FloatRect, Page, expect
 
 from models.settings import ImageSettings, StoreSettings
 from models.store.factory import open_store
@@ -412,7 +412,7 @@ async def drag_over(
     await cdp.detach()
 
 
-async def layout(page: Page) -> list[dict[str, float] | None]:
+async def layout(page: Page) -> list[FloatRect | None]:
     """Where the search panel's parts and the results heading are on the page."""
     return [
         await page.locator(selector).bounding_box()
