@@ -32,7 +32,7 @@ class ModelSettings(BaseSettings):
     torchscript: bool = True
     # auto: OpenVINO on a CPU, torch on CUDA. torch always stays the fallback.
     runtime: Literal["auto", "torch", "openvino"] = "auto"
-    # auto: bf16 on a CPU with AMX or AVX-512 BF16 under OpenVINO, fp16 on CUDA, else fp32.
+    # auto: bf16 on a CPU with AMX under OpenVINO, fp16 on CUDA, else fp32.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     # Exported models (OpenVINO IR and compiled blobs), one directory per model_id.
     model_cache_dir: Path = Path("data/models")
