@@ -28,6 +28,7 @@ def test_every_filter_is_read() -> None:
         ("category", "/home_and_living/kitchen/"),
         ("price_min", "10"),
         ("price_max", "24.5"),
+        ("currency", "EUR"),
         ("shop_id", "S42"),
         ("exclude", "L1,L2"),
         ("exclude", "L3"),
@@ -36,7 +37,7 @@ def test_every_filter_is_read() -> None:
     f = params.filters
     assert params.k == 5
     assert f.category_prefix == "home_and_living/kitchen"
-    assert (f.price_min, f.price_max) == (10.0, 24.5)
+    assert (f.price_min, f.price_max, f.currency) == (10.0, 24.5, "EUR")
     assert f.shop_id == "S42"
     assert list(f.exclude_listing_ids) == ["L1", "L2", "L3"]
 
