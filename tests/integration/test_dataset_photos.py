@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from models.dataset.dataset import Dataset, DatasetOptions, InvalidDatasetError, load_dataset
 from models.network import variant
@@ -17,6 +20,14 @@ from tests.photos import jpeg_bytes, photo
 
 PRE = variant("efficientnet-lite0").preprocessing()
 FETCH = FetchSettings(allow_private_image_hosts=True, fetch_retries=0)
+
+
+@pytest.fixture(autouse=True)
+def _logs_outlive_the_test() -> Iterator[None]:
+    """The command line points structlog at the stderr of the moment, a capture this test
+    closes: later tests log to the process's own stderr again."""
+    yield
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.__stderr__))
 
 
 def _write(path: Path, rows: list[dict[str, object]]) -> Path:

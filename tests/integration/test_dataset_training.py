@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
+import structlog
 
 from lookalike.cli import main
 from models.dataset.demo import write_demo_dataset
@@ -33,6 +36,14 @@ pytestmark = [
 CATALOG = build_eval_catalog(12, seed=5, val_share=0.25, test_share=0.25)
 TRAIN_ARGS = ["--epochs", "2", "--batch-size", "16", "--projection-dim", "32"]
 TRAIN_ARGS += ["--train-from-block", "14", "--workers", "2"]
+
+
+@pytest.fixture(autouse=True)
+def _logs_outlive_the_test() -> Iterator[None]:
+    """The command line points structlog at the stderr of the moment, a capture this test
+    closes: later tests log to the process's own stderr again."""
+    yield
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.__stderr__))
 
 
 def _run(argv: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
