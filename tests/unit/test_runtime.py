@@ -13,7 +13,7 @@ import pytest
 import torch
 from structlog.testing import capture_logs
 
-from models.embedder import Embedder, plan
+from models.embedder import AsyncEmbedder, Embedder, plan
 from models.network import EmbeddingNet, export_checkpoint, load_model
 from models.runtime import Plan, choose, cpu_has_bf16, factory, open_backend
 from models.runtime import openvino_backend as ovb
@@ -89,17 +89,14 @@ def test_a_fine_tuned_checkpoint_with_a_projection_head_serves_on_openvino(
     torch.manual_seed(0)
     tuned = EmbeddingNet(base.name, base.backbone, base.model_id, projection_dim=64).eval()
     model_id = export_checkpoint(tuned, tmp_path / "tuned.pt")
-    built = Embedder.from_settings(
-        ModelSettings(
-            model_checkpoint=tmp_path / "tuned.pt",
-            device="cpu",
-            precision="fp32",
-            model_cache_dir=tmp_path / "cache",
-        )
-    )
+    # The served cache directory: the same seed gives the same weights and model_id, so after the
+    # first run (here or in test_embedder) this compiles a cached export instead of exporting.
+    settings = ModelSettings(model_checkpoint=tmp_path / "tuned.pt", device="cpu", precision="fp32")
+    built = Embedder.from_settings(settings)
     assert built.runtime == "openvino" and built.model_id == model_id and built.dim == 64
     # Keyed by the checkpoint's own model_id, never the ImageNet export.
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [model_id]
+    assert model_id != base.model_id
+    assert list((settings.model_cache_dir / model_id).glob("openvino-*/model.xml"))
     images = [photo("rocket"), photo("chelsea")]
     with torch.inference_mode():
         expected = tuned(base.preprocessing.to_tensor(images)).numpy()
@@ -172,3 +169,22 @@ def test_openvino_on_cuda_falls_back_to_torch_on_that_device(
     # Refused before any export: the GPU serves torch, nothing was written.
     assert built == [CUDA]
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+async def test_two_openvino_streams_embed_concurrent_chunks_in_input_order(
+    model: EmbeddingNet,
+) -> None:
+    runner = await AsyncEmbedder.load(
+        ModelSettings(device="cpu", precision="fp32", embed_streams=2, embed_batch_size=2)
+    )
+    try:
+        assert runner.embedder.runtime == "openvino" and runner.streams == 2
+        images = [photo(n) for n in ("chelsea", "coffee", "rocket")] * 2
+        # 6 photos in chunks of 2: three passes over both infer requests at once.
+        got = await runner.embed(images)
+        with torch.inference_mode():
+            expected = model(model.preprocessing.to_tensor(images)).numpy()
+        assert np.all(np.sum(got * expected, axis=1) >= 0.9999)
+    finally:
+        runner.close()
