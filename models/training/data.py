@@ -147,7 +147,7 @@ class TrunkCache:
         net.eval()
         with (
             tqdm(
-                total=size * len(views),
+                total=size,
                 desc=desc,
                 unit="photo",
                 file=sys.stderr,
@@ -174,7 +174,8 @@ class TrunkCache:
                 for table, out in zip(self._data, outputs, strict=True):
                     table.write(position, out)
                 position += n
-                bar.update(n * len(views))
+                # Photos, each through every view (plain and mirrored).
+                bar.update(n)
         if position != size:
             raise ValueError(f"{position} photos arrived of the {size} announced")
 
