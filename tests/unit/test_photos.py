@@ -6,10 +6,12 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from PIL import Image
 
+import models.photos
 from models.fetch import BadURL, FetchError, HTTPStatusError, ImageFetcher
 from models.images import ImageError, ImageLimits, NotAnImage, TruncatedImage, content_hash
 from models.network import Preprocessing
@@ -24,18 +26,23 @@ POOL_PREFIX = "photo-pool"
 
 @dataclass(frozen=True)
 class RecordingPreprocessing(Preprocessing):
-    """The real preprocessing, noting the thread each decode ran on."""
+    """The real preprocessing, and the thread each decode of the pipeline ran on."""
 
     threads: list[str] = field(default_factory=list, compare=False)
 
-    def load(self, data: bytes, limits: ImageLimits) -> Image.Image:
-        self.threads.append(threading.current_thread().name)
-        return super().load(data, limits)
-
 
 @pytest.fixture
-def preprocessing() -> RecordingPreprocessing:
-    return RecordingPreprocessing(size=224, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
+def preprocessing(monkeypatch: pytest.MonkeyPatch) -> RecordingPreprocessing:
+    pre = RecordingPreprocessing(size=224, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
+    real = models.photos.decode_fitted
+
+    # The pipeline decodes through this one function (a process pool can run it): note where.
+    def recording(*args: Any, **kwargs: Any) -> Image.Image:
+        pre.threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(models.photos, "decode_fitted", recording)
+    return pre
 
 
 @pytest.fixture
