@@ -15,7 +15,8 @@ queue had already formed, and would admit a 40 MP photo as readily as a 40 KP on
 A prediction can be wrong, so the sojourn is checked as well, as CoDel does with its target
 delay: a photo whose turn comes after its deadline is refused then instead of being started, and
 one that waits for its embedding past the answer deadline is answered 503 at that point. Every
-answer, result or 503, thus comes within about twice the budget.
+answer, result or 503, thus comes within one and a half budgets (ANSWER_BUDGETS) plus the
+decode already running, which leaves the rest of twice the budget to a busy machine's delays.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ FIT_SECONDS = 0.001
 INITIAL_EMBED_SECONDS_PER_PHOTO = 0.02
 # Reading a header: 0.2 to 0.5 ms for a photo, up to 0.2 s for a hostile PNG of text chunks.
 INITIAL_PROBE_SECONDS = 0.0005
+# A photo let in must be answered within this many budgets of its arrival.
+ANSWER_BUDGETS = 1.5
 # Weight of each new observation: the rates follow a load change within tens of photos.
 EWMA_WEIGHT = 0.2
 
@@ -172,9 +175,10 @@ class Admission:
         wait = waited + self.predicted_wait()
         idle = not self._running and not self._queue
         # It must start within the budget and, unless it has the service to itself, be done
-        # within twice that. (Alone it always runs: else a rate learned in a storm would shed
-        # such photos forever, and never learn again.)
-        if wait > self.budget_s or (not idle and wait + cost > 2 * self.budget_s):
+        # by its answer deadline. (Alone it always runs: else a rate learned in a storm would
+        # shed such photos forever, and never learn again.)
+        answer_by = arrived + ANSWER_BUDGETS * self.budget_s
+        if wait > self.budget_s or (not idle and wait + cost > answer_by - arrived):
             raise OverloadedError(wait + cost, "admission")
         if len(self._running) < self._slots and not self._queue:
             slot = self._reserve(cost)
@@ -182,7 +186,7 @@ class Admission:
             slot = await self._wait_turn(_Waiter(cost, arrived + self.budget_s, _future()))
         started = self._clock()
         try:
-            yield Admitted(answer_by=arrived + 2 * self.budget_s)
+            yield Admitted(answer_by=answer_by)
         finally:
             self.costs.observe_decode(probe, self._clock() - started)
             self._release(slot)
