@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from lookalike.cli import build_parser
 from models.network import load_model
 from models.settings import StoreSettings
 from models.store.factory import open_store
@@ -33,15 +34,24 @@ def upsert(listing_id: str, version: int, photos: int, title: str) -> dict[str, 
     }
 
 
-async def run(*argv: str) -> int:
-    """The command as a user runs it (it starts its own event loop, so off this one)."""
-    args = build_parser().parse_args(list(argv))
-    code: int = await asyncio.to_thread(args.func, args)
-    return code
+async def run(index: Path, *argv: str) -> tuple[int, str, str]:
+    """The command as a user runs it, in a process of its own (it configures logging)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "lookalike",
+        *argv,
+        env={**os.environ, "LOOKALIKE_INDEX_PATH": str(index)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_a_backfill_writes_each_listing_once_under_the_version_guard(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
 ) -> None:
     net = load_model()
     events = [
@@ -64,14 +74,15 @@ async def test_a_backfill_writes_each_listing_once_under_the_version_guard(
     np.save(tmp_path / "short.npy", rows[:4])
     np.save(tmp_path / "vectors.npy", rows)
     index = tmp_path / "index"
-    monkeypatch.setenv("LOOKALIKE_INDEX_PATH", str(index))
 
     # Vectors that cannot be the catalog's are refused before anything is written.
-    assert await run("backfill", str(catalog), "--vectors", str(tmp_path / "short.npy")) == 2
-    assert "5 photos" in capsys.readouterr().err
+    short, full = str(tmp_path / "short.npy"), str(tmp_path / "vectors.npy")
+    code, _, err = await run(index, "backfill", str(catalog), "--vectors", short)
+    assert code == 2 and "5 photos" in err, err
 
-    assert await run("backfill", str(catalog), "--vectors", str(tmp_path / "vectors.npy")) == 0
-    assert "4 upserts and 1 removals" in capsys.readouterr().out
+    code, out, err = await run(index, "backfill", str(catalog), "--vectors", full)
+    assert code == 0, err
+    assert "4 upserts and 1 removals" in out
 
     store = open_store(StoreSettings(index_path=index), net.model_id, net.dim)
     await store.ensure_collection()
