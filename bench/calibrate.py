@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import platform
 import time
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from bench.results import save
 from lookalike.demo import build_catalog
 from models.embedder import Embedder
 from models.evalset.catalog import EvalItem, build_eval_catalog
@@ -219,8 +219,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "demo_coffee_best_by_title": by_title,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    save(args.out, result)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -21,6 +20,7 @@ from typing import Any, TypeVar, cast
 import torch
 from PIL import Image
 
+from bench.results import save
 from models.embedder import AsyncEmbedder, Embedder, resolve_device
 from models.images import ImageLimits, decode_image
 from models.network import load_model
@@ -285,8 +285,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "rows": [asdict(r) for r in rows],
         "start": starts,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    save(args.out, result)
     print(f"\nwrote {args.out}")
 
 

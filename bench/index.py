@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import tempfile
@@ -19,6 +18,7 @@ from typing import Any
 
 import torch
 
+from bench.results import save
 from bench.streams import embed_rates
 from models.embedder import AsyncEmbedder
 from models.events import ImageRef, ListingUpserted, Price
@@ -279,8 +279,7 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging("WARNING")
     result = asyncio.run(run(args))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    save(args.out, result)
     print(f"\nwrote {args.out}")
 
 

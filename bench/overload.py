@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import os
 import platform
 import signal
@@ -23,6 +22,7 @@ import aiohttp
 from PIL import Image
 from tqdm import tqdm
 
+from bench.results import save
 from tests.photos import photo
 from tests.query_support import start_service
 
@@ -285,8 +285,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     result = asyncio.run(run(args))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    save(args.out, result)
     print(f"wrote {args.out}")
 
 

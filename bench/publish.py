@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+from bench.results import save
 from lookalike.publish import send, validate
 from models.events import ImageRef, ListingUpserted, Price, encode_event
 from stream.broker import DevBroker
@@ -65,8 +65,7 @@ def main() -> None:
     print("| metric | value |\n| --- | ---: |")
     for key, value in result.items():
         print(f"| {key} | {value} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    save(args.out, result)
 
 
 if __name__ == "__main__":

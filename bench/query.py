@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import re
@@ -23,6 +22,7 @@ import torch
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.results import save
 from models.embedder import AsyncEmbedder, Embedder
 from models.images import ImageLimits, decode_image
 from models.settings import ImageSettings, ModelSettings, StoreSettings
@@ -414,8 +414,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     result = asyncio.run(run(args))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    save(args.out, result)
     print(f"wrote {args.out}")
 
 

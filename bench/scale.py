@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from bench.overload import rss_bytes
 from bench.query import payload, percentile, synthetic_vectors
+from bench.results import save
 from models.settings import StoreSettings
 from models.store.factory import open_store
 from models.store.types import ListingPoint, SearchFilters, VectorStore
@@ -285,8 +286,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     result = asyncio.run(run(args))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    save(args.out, result)
     print(f"wrote {args.out}")
 
 
