@@ -23,10 +23,10 @@ from bench.streams import embed_rates
 from models.embedder import AsyncEmbedder
 from models.events import ImageRef, ListingUpserted, Price
 from models.images import ImageLimits, decode_image
+from models.logs import LogSettings, configure_logging
 from models.settings import BrokerSettings, FetchSettings, ModelSettings, StoreSettings
 from models.store.types import ListingPoint, VectorStore
 from stream.broker import DevBroker
-from stream.logs import configure_logging
 from stream.metrics import OUTCOMES, WorkerMetrics
 from stream.publisher import ListingPublisher
 from stream.resources import WorkerResources
@@ -277,7 +277,7 @@ def main() -> None:
     parser.add_argument("--model-images", type=int, default=64)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
-    configure_logging("WARNING")
+    configure_logging(LogSettings(log_level="WARNING"))
     result = asyncio.run(run(args))
     save(args.out, result)
     print(f"\nwrote {args.out}")

@@ -34,7 +34,6 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     try:
         from lookalike.dev import DevOptions, run
 
-        _configure_logging()
         options = DevOptions(
             data=args.data,
             host=args.host,
@@ -49,20 +48,6 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         # Ctrl-C before the stack installed its own handler (while importing): nothing to stop.
         return 130
-
-
-def _configure_logging() -> None:
-    import logging
-    import os
-
-    from stream.logs import configure_logging
-
-    configure_logging(os.environ.get("LOOKALIKE_LOG_LEVEL", "INFO").upper())
-    # Faust, aiokafka and aiohttp log through the standard library: their INFO is a firehose.
-    logging.basicConfig(
-        level=os.environ.get("LOOKALIKE_LIBRARY_LOG_LEVEL", "WARNING").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
@@ -105,7 +90,6 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
     from lookalike.reindex import NothingToDo, ReindexError, reindex
     from models.settings import FetchSettings, ImageSettings, ModelSettings, StoreSettings
 
-    _configure_logging()
     try:
         result = asyncio.run(
             reindex(
@@ -146,7 +130,6 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     from models.settings import ModelSettings, StoreSettings
     from models.store.types import StoreError
 
-    _configure_logging()
     try:
         batch = validate(args.file, file_format(args.file, args.format))
     except (OSError, UnicodeDecodeError) as exc:
@@ -431,7 +414,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from models.settings import FetchSettings, ImageSettings, ModelSettings
     from models.training.trainer import TrainConfig
 
-    _configure_logging()
     model = ModelSettings()
     data = _dataset_options(args)
     config = TrainConfig(
@@ -490,7 +472,6 @@ def _dataset_fetch(args: argparse.Namespace) -> int:
     from models.network import variant
     from models.settings import FetchSettings, ImageSettings, ModelSettings
 
-    _configure_logging()
     data = _dataset_options(args)
     assert data is not None
     pre = variant(ModelSettings().model_name).preprocessing()
@@ -845,7 +826,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from models.logs import LogSettings, configure_logging
+
     args = build_parser().parse_args(argv)
+    configure_logging(LogSettings())
     sys.exit(args.func(args))
 
 

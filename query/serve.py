@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
 from aiohttp import web
@@ -76,5 +75,4 @@ async def serve(settings: ApiSettings) -> None:
 
 def run_api(settings: ApiSettings) -> None:
     """The blocking entry point of the API process."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(serve(settings))

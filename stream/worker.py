@@ -60,8 +60,9 @@ async def running_worker(
         quiet=True,
     )
     worker.spinner = None  # a terminal spinner writes control bytes to stdout; logs go to stderr
-    await worker.start()
     try:
+        # A start that fails part-way has started the consumer already: stopped all the same.
+        await worker.start()
         yield app
     finally:
         await worker.stop()

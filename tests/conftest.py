@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import structlog
 
+from models.logs import HANDLER_NAME
 from tests.imageserver import ImageServer, serve_images
 
 
@@ -16,9 +19,19 @@ async def image_server() -> AsyncIterator[ImageServer]:
         yield server
 
 
-# --- stream: a real Tansu broker, one per test module --------------------------------------------
+@pytest.fixture(autouse=True)
+def _structlog_as_found() -> Iterator[None]:
+    """A command run in-process configures the process's logging: undone after each test."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    structlog.reset_defaults()
+    for handler in [h for h in root.handlers if h.name == HANDLER_NAME]:
+        root.removeHandler(handler)
+    root.setLevel(level)
 
-from collections.abc import Iterator  # noqa: E402
+
+# --- stream: a real Tansu broker, one per test module --------------------------------------------
 
 from stream.broker import DevBroker  # noqa: E402
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +12,7 @@ import pytest
 from models.network import load_model
 from models.settings import StoreSettings
 from models.store.factory import open_store
+from tests.cli_process import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -35,19 +33,7 @@ def upsert(listing_id: str, version: int, photos: int, title: str) -> dict[str, 
 
 
 async def run(index: Path, *argv: str) -> tuple[int, str, str]:
-    """The command as a user runs it, in a process of its own (it configures logging)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "lookalike",
-        *argv,
-        env={**os.environ, "LOOKALIKE_INDEX_PATH": str(index)},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_cli(*argv, env={"LOOKALIKE_INDEX_PATH": str(index)}, within_s=120)
 
 
 async def test_a_backfill_writes_each_listing_once_under_the_version_guard(

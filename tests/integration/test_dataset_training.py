@@ -7,15 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
-import structlog
 
-from lookalike.cli import main
 from models.dataset.demo import write_demo_dataset
 from models.embedder import Embedder
 from models.evalset.catalog import build_eval_catalog
@@ -23,6 +19,7 @@ from models.network import load_model
 from models.settings import ModelSettings
 from models.training.checkpoint import checkpoint_metadata
 from models.training.trainer import LOG_FILE
+from tests.cli_process import run_cli
 from tests.imageserver import ImageServer
 from tests.page_support import ARTIFACTS, chromium
 
@@ -38,21 +35,6 @@ TRAIN_ARGS = ["--epochs", "2", "--batch-size", "16", "--projection-dim", "32"]
 TRAIN_ARGS += ["--train-from-block", "14", "--workers", "2"]
 
 
-@pytest.fixture(autouse=True)
-def _logs_outlive_the_test() -> Iterator[None]:
-    """The command line points structlog at the stderr of the moment, a capture this test
-    closes: later tests log to the process's own stderr again."""
-    yield
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.__stderr__))
-
-
-def _run(argv: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    out, err = capfd.readouterr()
-    return int(exit_.value.code or 0), out, err
-
-
 def _dataset(root: Path, images: ImageServer) -> Path:
     def url_of(path: str) -> str | None:
         # The buyer photos of four items live on the image server; the rest are local files.
@@ -66,7 +48,6 @@ def _dataset(root: Path, images: ImageServer) -> Path:
 async def test_train_then_eval_on_a_manifest(
     tmp_path: Path,
     image_server: ImageServer,
-    capfd: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The image server is on loopback: allowed only with the usual setting.
@@ -79,7 +60,7 @@ async def test_train_then_eval_on_a_manifest(
     out = tmp_path / "run"
     cache = tmp_path / "cache"
     argv = ["train", "--data", str(manifest), "--cache", str(cache), "--out", str(out)]
-    code, stdout, stderr = await asyncio.to_thread(_run, [*argv, *TRAIN_ARGS], capfd)
+    code, stdout, stderr = await run_cli(*argv, *TRAIN_ARGS, cwd=tmp_path)
     assert code == 0, stderr
     checkpoint = out / "model.pt"
     assert f"exported {checkpoint}" in stdout
@@ -110,7 +91,7 @@ async def test_train_then_eval_on_a_manifest(
     argv += ["--compare", "imagenet", "--workers", "2"]
     report_dir = tmp_path / "report"
     argv += ["--json", "--report", str(report_dir)]
-    code, stdout, stderr = await asyncio.to_thread(_run, argv, capfd)
+    code, stdout, stderr = await run_cli(*argv, cwd=tmp_path)
     assert code == 0, stderr
     report = json.loads(stdout)
     assert report["model_id"] == embedder.model_id and report["split"] == "test"
@@ -190,15 +171,13 @@ async def _check_report(page_path: Path, model_id: str) -> None:
         await page.screenshot(path=ARTIFACTS / "eval-report.png", full_page=True)
 
 
-def test_bad_lines_stop_train_with_their_numbers_unless_skipped(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
-) -> None:
+async def test_bad_lines_stop_train_with_their_numbers_unless_skipped(tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text('{"listing_id": "A", "photos": ["gone.jpg"]}\n{oops\n')
-    code, _, stderr = _run(["train", "--data", str(manifest), "--out", str(tmp_path)], capfd)
+    code, _, stderr = await run_cli("train", "--data", str(manifest), "--out", str(tmp_path))
     assert code == 2
     assert f"{manifest}:1: photo gone.jpg: no such file" in stderr
     assert f"{manifest}:2: not JSON" in stderr
     argv = ["train", "--data", str(manifest), "--out", str(tmp_path), "--skip-invalid"]
-    code, _, stderr = _run(argv, capfd)
+    code, _, stderr = await run_cli(*argv)
     assert code == 1 and "train split has no listing" in stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings
 
+import models.logs
 import models.settings
 import query.settings
 import stream.settings
@@ -17,7 +18,7 @@ README = (ROOT / "README.md").read_text()
 
 def _env_vars() -> set[str]:
     names: set[str] = set()
-    for module in (models.settings, stream.settings, query.settings):
+    for module in (models.settings, models.logs, stream.settings, query.settings):
         for obj in vars(module).values():
             if isinstance(obj, type) and issubclass(obj, BaseSettings) and obj is not BaseSettings:
                 prefix = obj.model_config.get("env_prefix", "")
