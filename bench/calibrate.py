@@ -16,7 +16,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from bench.results import save
-from lookalike.demo import build_catalog
+from lookalike.demo import REAL_PHOTOS, build_catalog
 from models.embedder import Embedder
 from models.evalset.catalog import EvalItem, build_eval_catalog
 from models.evalset.realphotos import real_photo_paths
@@ -113,6 +113,62 @@ def eval_pairs(
     return {"search": buyer, "similar": similar}
 
 
+@dataclass
+class DuplicateThreshold:
+    """The lowest threshold (a multiple of STEP) no pair of different products reaches, and the
+    share of the pairs that are duplicates it groups."""
+
+    threshold: float
+    different_max: float
+    copies_grouped: float
+    reshoots_grouped: float
+    siblings_grouped: float
+
+
+STEP = 0.005
+
+
+def duplicate_threshold(
+    copies: list[float], reshoots: list[float], siblings: list[float], different: list[float]
+) -> DuplicateThreshold:
+    """Grouping hides every listing of a group but one: a false merge loses a product from the
+    results, a missed one only shows a copy twice. So the threshold sits above every pair of
+    different products measured."""
+    t = (np.floor(max(different) / STEP) + 1) * STEP
+
+    def share(scores: list[float]) -> float:
+        return round(sum(s >= t for s in scores) / len(scores), 3) if scores else 0.0
+
+    return DuplicateThreshold(
+        round(float(t), 3),
+        round(max(different), 4),
+        share(copies),
+        share(reshoots),
+        share(siblings),
+    )
+
+
+def demo_pairs(
+    titles: dict[str, tuple[str, bool]], vectors: dict[str, Matrix]
+) -> tuple[list[float], list[float]]:
+    """Scores of every ordered pair of demo listings: (reshoots of one real photo, different
+    products). Two drawn listings of one title are left out: the same product or not is moot."""
+    reshoots: list[float] = []
+    different: list[float] = []
+    ids = sorted(vectors)
+    for a in ids:
+        for b in ids:
+            if a == b:
+                continue
+            (title_a, real_a), (title_b, real_b) = titles[a], titles[b]
+            score = maxsim(vectors[a], vectors[b])
+            if title_a != title_b:
+                different.append(score)
+            elif real_a and real_b:
+                reshoots.append(score)
+    return reshoots, different
+
+
 def reencoded(data: bytes, quality: int, scale: float) -> bytes:
     """The same photo as another shop would upload it: resized and saved again."""
     image = Image.open(io.BytesIO(data)).convert("RGB")
@@ -154,9 +210,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     rendered = {key: catalog.photo_bytes(key) for item in items[:40] for key in item.photos}
     copies: list[float] = []
     siblings: list[float] = []
+    different: list[float] = []
+    others = [(listing, item) for item in items for listing in item.listings]
     for item in items[:40]:
         first, second = item.listings[0], item.listings[1]
         original = np.stack([vectors[k] for k in first.photos])
+        different.append(
+            max(
+                maxsim(np.stack([vectors[k] for k in listing.photos]), original)
+                for listing, other in others
+                if other.item_id != item.item_id
+            )
+        )
         copy_images = [
             pre.load(reencoded(rendered[k], 70, 0.8), DEFAULT_LIMITS) for k in first.photos
         ]
@@ -172,6 +237,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         for listing in demo.listings
     }
+    real_titles = {photo.title for photo in REAL_PHOTOS.values()}
+    titles = {li.listing_id: (li.title, li.title in real_titles) for li in demo.listings}
+    reshoots, demo_different = demo_pairs(titles, demo_vectors)
+    grouping = duplicate_threshold(copies, reshoots, siblings, different + demo_different)
     coffee_path = real_photo_paths()["coffee"]
     coffee = embedder.embed([pre.load(coffee_path.read_bytes(), DEFAULT_LIMITS)])
     demo_scores = sorted(
@@ -198,6 +267,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"another seller's shots of the same item: max {max(siblings):.3f}, "
         f"median {np.median(siblings):.3f}"
     )
+    print(
+        f"\nduplicate threshold {grouping.threshold:.3f}: above every pair of different products "
+        f"(max {grouping.different_max:.3f}); groups {grouping.copies_grouped:.0%} of re-encoded "
+        f"copies, {grouping.reshoots_grouped:.0%} of the demo's reshoots of one photo, "
+        f"{grouping.siblings_grouped:.0%} of other shots of the same item"
+    )
     print("\ncoffee photo on the demo, best score per title:")
     for title, score in by_title.items():
         print(f"  {score:.3f}  {title}")
@@ -215,6 +290,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             "reencoded_median": round(float(np.median(copies)), 4),
             "sibling_max": round(max(siblings), 4),
             "sibling_median": round(float(np.median(siblings)), 4),
+            "different_max": round(max(different), 4),
+            "demo_reshoot_median": round(float(np.median(reshoots)), 4),
+            "demo_different_max": round(max(demo_different), 4),
+            "grouping": asdict(grouping),
         },
         "demo_coffee_best_by_title": by_title,
         "seconds": round(time.perf_counter() - started, 1),

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike.publish import Batch
+from models.duplicates import Grouped, batch_groups
 from models.events import ListingDeleted, ListingUpserted
 from models.payload import ListingPayload
 from models.settings import StoreSettings
@@ -87,19 +88,27 @@ def _batches(
 
 
 async def _write(
-    store: VectorStore, batch: list[tuple[Event, np.ndarray]], model_id: str
+    store: VectorStore,
+    batch: list[tuple[Event, np.ndarray]],
+    model_id: str,
+    duplicate_threshold: float | None,
 ) -> tuple[int, int]:
-    points: list[ListingPoint] = []
+    live: list[tuple[ListingUpserted, np.ndarray]] = []
     tombstones = 0
     for event, rows in batch:
         if isinstance(event, ListingUpserted) and event.state == "active":
-            urls = event.image_urls
-            payload = ListingPayload.from_event(event, model_id, urls, [""] * len(urls))
-            points.append(ListingPoint(event.listing_id, rows.tolist(), payload.to_store()))
+            live.append((event, rows))
         else:
             state = event.state if isinstance(event, ListingUpserted) else "deleted"
             await store.tombstone(event.listing_id, event.version, state)
             tombstones += 1
+    grouped = [Grouped(e.listing_id, e.version, rows.tolist()) for e, rows in live]
+    groups = await batch_groups(store, grouped, duplicate_threshold)
+    points: list[ListingPoint] = []
+    for (event, _), listing, group in zip(live, grouped, groups, strict=True):
+        urls = event.image_urls
+        payload = ListingPayload.from_event(event, model_id, urls, [""] * len(urls), group)
+        points.append(ListingPoint(event.listing_id, listing.vectors, payload.to_store()))
     await store.upsert_listings(points)
     return len(points), tombstones
 
@@ -126,7 +135,9 @@ async def backfill(
     try:
         with tqdm(total=len(events), desc="backfill", unit="listing", disable=not progress) as bar:
             for chunk, count in _batches(events, vectors):
-                written, tombstoned = await _write(store, chunk, model_id)
+                written, tombstoned = await _write(
+                    store, chunk, model_id, settings.duplicate_threshold
+                )
                 result.written += written
                 result.tombstoned += tombstoned
                 bar.update(count)

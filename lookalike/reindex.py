@@ -35,6 +35,7 @@ import structlog
 from PIL import Image
 from tqdm import tqdm
 
+from models.duplicates import Grouped, duplicate_group
 from models.embedder import AsyncEmbedder
 from models.fetch import FetchError, HostNotAllowed, ImageFetcher
 from models.images import ImageError, ImageLimits
@@ -170,6 +171,7 @@ async def _copy(
     embedder: AsyncEmbedder,
     pipeline: PhotoPipeline,
     failures: Counter[str],
+    duplicate_threshold: float | None,
 ) -> int:
     payload: dict[str, Any] = dict(listing.payload)
     stored = ListingPayload.readable(payload, ("source_image_urls", "image_urls"))
@@ -178,7 +180,11 @@ async def _copy(
     if not photos:
         return 0
     vectors = await embedder.embed([image for _, _, image in photos])
+    version = ListingPayload.readable(payload, ("version",)).get("version", 0)
+    grouped = Grouped(listing.listing_id, version, vectors.tolist())
     payload.update(
+        # Grouped again under the new model: its scores are its own (the one threshold).
+        duplicate_group=await duplicate_group(target, grouped, duplicate_threshold),
         image_urls=[url for url, _, _ in photos],
         image_hashes=[digest for _, digest, _ in photos],
         model_id=embedder.model_id,
@@ -252,7 +258,14 @@ async def reindex(
                     if listing.tombstone:
                         result.tombstones += await _copy_tombstone(listing, target)
                         continue
-                    n = await _copy(listing, target, runner, pipeline, result.photo_failures)
+                    n = await _copy(
+                        listing,
+                        target,
+                        runner,
+                        pipeline,
+                        result.photo_failures,
+                        store.duplicate_threshold,
+                    )
                     if n:
                         result.listings += 1
                         result.images += n

@@ -122,6 +122,9 @@ class ListingPayload(StoredPayload):
     # Writes apply only over a lower stored version (see VectorStore.upsert_listing).
     version: Annotated[int, indexed("integer")]
     model_id: str
+    # Listings whose photos are near-identical share it (models.duplicates); set on each write
+    # of the vectors, kept by updates that keep them.
+    duplicate_group: Annotated[str | None, indexed("keyword")] = None
     occurred_at: Annotated[str, Field(description="When the change happened (ISO 8601, UTC).")]
     indexed_at: Annotated[str, Field(description="When it was indexed (ISO 8601, UTC).")]
 
@@ -132,6 +135,7 @@ class ListingPayload(StoredPayload):
         model_id: str,
         image_urls: Sequence[str] = (),
         image_hashes: Sequence[str] = (),
+        duplicate_group: str | None = None,
     ) -> ListingPayload:
         """The payload of an upsert event, indexed now by model_id, with the photos it used."""
         return cls(
@@ -149,13 +153,14 @@ class ListingPayload(StoredPayload):
             image_hashes=list(image_hashes),
             version=event.version,
             model_id=model_id,
+            duplicate_group=duplicate_group,
             occurred_at=_iso_z(event.occurred_at),
             indexed_at=_iso_z(datetime.now(UTC)),
         )
 
     def event_fields(self) -> dict[str, Any]:
         """The fields that come from the event alone, for an update that keeps the vectors."""
-        return self.model_dump(exclude={"image_urls", "image_hashes"})
+        return self.model_dump(exclude={"image_urls", "image_hashes", "duplicate_group"})
 
 
 class TombstonePayload(StoredPayload):

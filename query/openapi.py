@@ -46,6 +46,14 @@ def _json(ref: str, description: str) -> dict[str, Any]:
     }
 
 
+_COLLAPSE: dict[str, Any] = {
+    "name": "collapse",
+    "in": "query",
+    "description": "`duplicates`: one listing per duplicate group, the group's best match under "
+    "the filters, with `duplicates` saying how many others it holds; `none`: every listing.",
+    "schema": {"type": "string", "enum": ["duplicates", "none"], "default": "duplicates"},
+}
+
 _FILTER_PARAMETERS: list[dict[str, Any]] = [
     {
         "name": "k",
@@ -171,7 +179,16 @@ _SCHEMAS: dict[str, Any] = {
     "Price": _PRICE,
     "SearchResult": {
         "type": "object",
-        "required": ["id", "title", "category", "price", "shop_id", "image_url", "score"],
+        "required": [
+            "id",
+            "title",
+            "category",
+            "price",
+            "shop_id",
+            "image_url",
+            "score",
+            "duplicates",
+        ],
         "properties": {
             "id": {"type": "string"},
             "title": _stored("title"),
@@ -187,6 +204,13 @@ _SCHEMAS: dict[str, Any] = {
                 "minimum": -1,
                 "maximum": 1,
                 "description": SCORE_DESCRIPTION,
+            },
+            "duplicates": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "How many other listings under the same filters share this one's "
+                "duplicate group (near-identical photos, usually other shops): GET "
+                "/v1/listings/{id}/duplicates lists them. null with collapse=none.",
             },
         },
     },
@@ -346,7 +370,7 @@ def openapi_spec(server_url: str | None = None) -> dict[str, Any]:
                 "post": {
                     "operationId": "search",
                     "summary": "Listings that look like a photo, or like a region of it.",
-                    "parameters": [_CROP, *_FILTER_PARAMETERS],
+                    "parameters": [_CROP, *_FILTER_PARAMETERS, _COLLAPSE],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -378,7 +402,21 @@ def openapi_spec(server_url: str | None = None) -> dict[str, Any]:
             "/v1/listings/{listing_id}/similar": {
                 "get": {
                     "operationId": "similarListings",
-                    "summary": "More like this: listings whose photos match this listing's photos.",
+                    "summary": "More like this: listings whose photos match this listing's "
+                    "photos; with collapse=duplicates (the default) other products only, one "
+                    "listing per duplicate group.",
+                    "parameters": [_LISTING_ID, *_FILTER_PARAMETERS, _COLLAPSE],
+                    "responses": {
+                        "200": _json("SearchResponse", "Best matches first, never the listing."),
+                        **_errors("400", "404", "503"),
+                    },
+                }
+            },
+            "/v1/listings/{listing_id}/duplicates": {
+                "get": {
+                    "operationId": "duplicateListings",
+                    "summary": "The other listings of this listing's duplicate group (its photos, "
+                    "usually from other shops), under the filters.",
                     "parameters": [_LISTING_ID, *_FILTER_PARAMETERS],
                     "responses": {
                         "200": _json("SearchResponse", "Best matches first, never the listing."),

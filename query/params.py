@@ -28,6 +28,7 @@ KNOWN = frozenset(
         "exclude",
     }
 )
+COLLAPSE_VALUES = ("duplicates", "none")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 # The smallest region a crop may name, as a share of the photo's width and of its height.
 MIN_CROP_FRACTION = 0.05
@@ -44,6 +45,8 @@ class SearchParams:
     filters: SearchFilters
     offset: int = 0
     min_score: float | None = None
+    # One hit per duplicate group (the group's best under the filters), or every listing.
+    collapse: bool = True
 
 
 def _bad(name: str, message: str) -> ApiError:
@@ -176,12 +179,25 @@ def checked_crop(x: float, y: float, w: float, h: float) -> Crop:
     return Crop(x, y, min(w, 1 - x), min(h, 1 - y))
 
 
+def _collapse(query: MultiMapping[str]) -> bool:
+    raw = _single(query, "collapse")
+    if raw is None:
+        return True
+    if raw not in COLLAPSE_VALUES:
+        raise _bad("collapse", f"must be one of {', '.join(COLLAPSE_VALUES)}")
+    return raw == "duplicates"
+
+
 def parse_search_params(
-    query: MultiMapping[str], default_k: int, also: frozenset[str] = frozenset()
+    query: MultiMapping[str],
+    default_k: int,
+    also: frozenset[str] = frozenset(),
+    collapsible: bool = True,
 ) -> SearchParams:
     """k, paging, cut-off and filters from a query string; anything unknown or malformed is a
-    400, not a guess. `also`: further parameters the route reads itself."""
-    refuse_parameters(query, KNOWN | also)
+    400, not a guess. `also`: further parameters the route reads itself; `collapsible`: the
+    route takes `collapse`."""
+    refuse_parameters(query, KNOWN | also | ({"collapse"} if collapsible else set()))
     category = _text(query, "category")
     if category is not None:
         category = "/".join(p for p in category.split("/") if p)
@@ -214,4 +230,5 @@ def parse_search_params(
         filters=filters,
         offset=_integer(query, "offset", 0, 0, MAX_OFFSET),
         min_score=_min_score(query),
+        collapse=collapsible and _collapse(query),
     )

@@ -34,8 +34,9 @@ def _price(fields: dict[str, Any]) -> dict[str, str | None]:
     return {"amount": amount, "currency": fields.get("currency")}
 
 
-def render_hit(hit: Hit) -> dict[str, Any]:
-    """One search result, with the URL of the listing's photo that matched best."""
+def render_hit(hit: Hit, duplicates: int | None = None) -> dict[str, Any]:
+    """One search result, with the URL of the listing's photo that matched best and, when
+    results are collapsed, how many other listings its duplicate group holds."""
     fields = _fields(hit.payload, _HIT_FIELDS)
     urls: list[str] = fields.get("image_urls", [])
     index = hit.matched_image_index
@@ -48,6 +49,7 @@ def render_hit(hit: Hit) -> dict[str, Any]:
         "shop_id": fields.get("shop_id", ""),
         "image_url": image_url,
         "score": hit.score if math.isfinite(hit.score) else 0.0,
+        "duplicates": duplicates,
     }
 
 

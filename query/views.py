@@ -6,19 +6,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TypeVar
 
 import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from models.duplicates import GROUP_FIELD, group_key
 from models.fetch import FetchTimeout
 from models.images import Crop, CropTooSmall
 from models.microbatch import BatcherClosedError
 from models.schema import events_schema
-from models.store.types import Hit, ListingNotFound, SearchFilters, StoreError
+from models.store.types import Hit, ListingNotFound, SearchFilters, StoredListing, StoreError
 from query.body import read_photo
+from query.collapse import Page, collapsed_page, duplicate_counts
 from query.errors import ApiError, OverloadedError
 from query.keys import ADMISSION, BATCHER, EMBEDDER, METRICS, PHOTOS, SETTINGS, STORE
 from query.openapi import MAX_ID_LENGTH, MAX_OFFSET, openapi_spec
@@ -61,14 +64,34 @@ def _next_page(request: web.Request, params: SearchParams, full: bool) -> str | 
     return str(request.rel_url.update_query(offset=str(offset)))
 
 
-def _results(
-    request: web.Request, params: SearchParams, hits: list[Hit], full: bool, start: float
+async def _ranked(
+    request: web.Request,
+    operation: str,
+    fetch: Callable[[int, int], Awaitable[list[Hit]]],
+    params: SearchParams,
+    skip_group: str | None = None,
+) -> Page:
+    """A page of `fetch(k, offset)`'s hits, one per duplicate group unless collapse=none."""
+    if not params.collapse:
+        hits = await _store_call(request, operation, fetch(params.k, params.offset))
+        return Page(hits, full=len(hits) == params.k)
+    page = collapsed_page(lambda k: fetch(k, 0), params.offset, params.k, skip_group)
+    return await _store_call(request, operation, page)
+
+
+async def _results(
+    request: web.Request, params: SearchParams, page: Page, start: float
 ) -> web.Response:
+    counts: dict[str, int] = {}
+    if params.collapse and page.hits:
+        store = request.app[STORE]
+        counted = duplicate_counts(store, page.hits, params.filters)
+        counts = await _store_call(request, "facet", counted)
     return web.json_response(
         {
-            "listings": [render_hit(hit) for hit in hits],
+            "listings": [render_hit(hit, counts.get(hit.listing_id)) for hit in page.hits],
             "offset": params.offset,
-            "next": _next_page(request, params, full),
+            "next": _next_page(request, params, page.full),
             "took_ms": round((time.perf_counter() - start) * 1000, 3),
             "model_id": request.app[EMBEDDER].model_id,
         }
@@ -135,33 +158,62 @@ async def search(request: web.Request) -> web.Response:
             )
         crop = photo.crop
     data = photo.data if photo.data is not None else await _fetch(request, str(photo.url))
-    vector = await _embed(request, data, crop)
+    vectors = [(await _embed(request, data, crop)).tolist()]
     store = request.app[STORE]
-    search = store.search(
-        [vector.tolist()],
-        params.k,
-        params.filters,
-        offset=params.offset,
-        min_score=params.min_score,
-    )
-    hits = await _store_call(request, "search", search)
-    return _results(request, params, hits, len(hits) == params.k, start)
+
+    def fetch(k: int, offset: int) -> Awaitable[list[Hit]]:
+        return store.search(vectors, k, params.filters, offset=offset, min_score=params.min_score)
+
+    page = await _ranked(request, "search", fetch, params)
+    return await _results(request, params, page, start)
+
+
+async def _live_listing(request: web.Request, listing_id: str) -> StoredListing:
+    listing = await _store_call(request, "get", request.app[STORE].get(listing_id))
+    # A tombstone only keeps a deleted or unlisted listing's version: to clients it is gone.
+    if listing is None or listing.tombstone:
+        raise ApiError(404, "listing_not_found", f"no listing {listing_id!r}")
+    return listing
 
 
 async def similar(request: web.Request) -> web.Response:
+    """More like this: other products, so the listing's own duplicate group is left out."""
     start = time.perf_counter()
     listing_id = _listing_id(request)
     params = parse_search_params(request.query, request.app[SETTINGS].default_k)
     store = request.app[STORE]
-    # An unknown id comes back from the store as ListingNotFound, answered 404.
-    call = store.similar(
-        listing_id, params.k, params.filters, offset=params.offset, min_score=params.min_score
-    )
-    hits = await _store_call(request, "similar", call)
-    full = len(hits) == params.k
-    return _results(
-        request, params, [hit for hit in hits if hit.listing_id != listing_id], full, start
-    )
+    own = None
+    if params.collapse:
+        listing = await _live_listing(request, listing_id)
+        own = group_key(listing.payload, listing_id)
+
+    def fetch(k: int, offset: int) -> Awaitable[list[Hit]]:
+        # An unknown id comes back from the store as ListingNotFound, answered 404.
+        return store.similar(
+            listing_id, k, params.filters, offset=offset, min_score=params.min_score
+        )
+
+    page = await _ranked(request, "similar", fetch, params, skip_group=own)
+    hits = [hit for hit in page.hits if hit.listing_id != listing_id]
+    return await _results(request, params, Page(hits, page.full), start)
+
+
+async def duplicates(request: web.Request) -> web.Response:
+    """The other listings of this listing's duplicate group under the filters, best match
+    first."""
+    start = time.perf_counter()
+    listing_id = _listing_id(request)
+    params = parse_search_params(request.query, request.app[SETTINGS].default_k, collapsible=False)
+    listing = await _live_listing(request, listing_id)
+    group = listing.payload.get(GROUP_FIELD)
+    hits: list[Hit] = []
+    if isinstance(group, str) and group:
+        within = replace(params.filters, duplicate_groups=(group,))
+        call = request.app[STORE].similar(
+            listing_id, params.k, within, offset=params.offset, min_score=params.min_score
+        )
+        hits = await _store_call(request, "similar", call)
+    return await _results(request, params, Page(hits, len(hits) == params.k), start)
 
 
 async def categories(request: web.Request) -> web.Response:
@@ -190,11 +242,7 @@ async def config(request: web.Request) -> web.Response:
 
 
 async def get_listing(request: web.Request) -> web.Response:
-    listing_id = _listing_id(request)
-    listing = await _store_call(request, "get", request.app[STORE].get(listing_id))
-    # A tombstone only keeps a deleted or unlisted listing's version: to clients it is gone.
-    if listing is None or listing.tombstone:
-        raise ApiError(404, "listing_not_found", f"no listing {listing_id!r}")
+    listing = await _live_listing(request, _listing_id(request))
     return web.json_response(render_listing(listing))
 
 
@@ -249,6 +297,7 @@ def add_routes(app: web.Application, *, with_metrics: bool = True) -> None:
     app.router.add_post("/v1/search", search)
     app.router.add_get("/v1/listings/{listing_id}", get_listing)
     app.router.add_get("/v1/listings/{listing_id}/similar", similar)
+    app.router.add_get("/v1/listings/{listing_id}/duplicates", duplicates)
     app.router.add_get("/v1/categories", categories)
     app.router.add_get("/v1/config", config)
     app.router.add_get("/healthz", healthz)

@@ -13,6 +13,7 @@ import numpy as np
 import structlog
 from PIL import Image
 
+from models.duplicates import Grouped, Searcher, duplicate_group
 from models.events import EventError, ListingDeleted, ListingUpserted, parse_event
 from models.fetch import FetchError
 from models.images import ImageError
@@ -66,7 +67,7 @@ class Incoming:
             return 0.0
 
 
-class ListingStore(Protocol):
+class ListingStore(Searcher, Protocol):
     """The store operations the indexer needs; every write is conditional on a newer version."""
 
     async def get(self, listing_id: str, with_vectors: bool = False) -> StoredListing | None: ...
@@ -111,6 +112,8 @@ class IndexerPolicy:
     max_retries: int = 2
     # Delay before the first retry round; doubles per round.
     retry_delay_s: float = 10.0
+    # A listing joins the duplicate group of a live listing its photos score this close to.
+    duplicate_threshold: float | None = None
 
 
 @dataclass
@@ -162,6 +165,9 @@ class ListingIndexer:
         self.policy = policy or IndexerPolicy()
         self.writes_since_optimize = 0
         self.last_write_at = time.monotonic()
+        # Grouping and writing one listing at a time: two copies in flight side by side would
+        # each query before the other's write and start two groups (models/duplicates.py).
+        self._grouping = asyncio.Lock()
 
     async def handle(self, message: Incoming) -> Outcome:
         """Apply one message; returns once it is written, found stale, retried or dead-lettered."""
@@ -221,18 +227,22 @@ class ListingIndexer:
                 photo.image = None  # pixels are no longer needed: free them before the write
 
         progress.stage = "write"
-        payload = ListingPayload.from_event(
-            event,
-            self.model_id,
-            image_urls=[p.url for p in usable],
-            image_hashes=[p.hash or "" for p in usable],
-        )
-        point = ListingPoint(
-            listing_id=listing_id,
-            vectors=[p.vector for p in usable if p.vector is not None],
-            payload=payload.to_store(),
-        )
-        await self.persist.call("store", lambda: self.store.upsert_listing(point))
+        rows = [p.vector for p in usable if p.vector is not None]
+        grouped = Grouped(listing_id, event.version, rows)
+        threshold = self.policy.duplicate_threshold
+        async with self._grouping:
+            group = await self.persist.call(
+                "store", lambda: duplicate_group(self.store, grouped, threshold)
+            )
+            payload = ListingPayload.from_event(
+                event,
+                self.model_id,
+                image_urls=[p.url for p in usable],
+                image_hashes=[p.hash or "" for p in usable],
+                duplicate_group=group,
+            )
+            point = ListingPoint(listing_id=listing_id, vectors=rows, payload=payload.to_store())
+            await self.persist.call("store", lambda: self.store.upsert_listing(point))
         return self._applied(event, "indexed", failed=len(photos) - len(usable))
 
     async def _load_photos(

@@ -131,6 +131,7 @@ class WorkerResources:
                 fetch_deadline_s=s.fetch_deadline_s,
                 max_retries=s.max_retries,
                 retry_delay_s=s.retry_delay_s,
+                duplicate_threshold=self.settings.store.duplicate_threshold,
             ),
         )
 

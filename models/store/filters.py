@@ -9,6 +9,7 @@ from typing import Final
 import qdrant_edge as qe
 from qdrant_client import models as qm
 
+from models.duplicates import GROUP_FIELD
 from models.payload import IndexKind, payload_indexes
 from models.store.types import SearchFilters, category_prefixes, point_id
 
@@ -38,6 +39,8 @@ class Conditions:
     """Backend-neutral form of a filter: exact keyword matches, a price range, excluded points."""
 
     keywords: tuple[tuple[str, str], ...] = ()
+    # Keyword fields that must hold one of several values.
+    any_of: tuple[tuple[str, tuple[str, ...]], ...] = ()
     price_min: float | None = None
     price_max: float | None = None
     excluded_point_ids: frozenset[str] = frozenset()
@@ -48,6 +51,7 @@ class Conditions:
     def empty(self) -> bool:
         return (
             not self.keywords
+            and not self.any_of
             and self.price_min is None
             and self.price_max is None
             and not self.excluded_point_ids
@@ -73,8 +77,12 @@ def conditions(filters: SearchFilters | None, exclude_point_ids: Iterable[str] =
     if filters.only_active:
         keywords.append(("state", ACTIVE_STATE))
     excluded.update(point_id(listing_id) for listing_id in filters.exclude_listing_ids)
+    any_of: list[tuple[str, tuple[str, ...]]] = []
+    if filters.duplicate_groups:
+        any_of.append((GROUP_FIELD, tuple(filters.duplicate_groups)))
     return Conditions(
         keywords=tuple(keywords),
+        any_of=tuple(any_of),
         price_min=filters.price_min,
         price_max=filters.price_max,
         excluded_point_ids=frozenset(excluded),
@@ -88,6 +96,7 @@ def edge_filter(c: Conditions) -> qe.Filter | None:
     must: list[qe.FieldCondition | qe.IsEmptyCondition] = [
         qe.FieldCondition(key, match=qe.MatchValue(value)) for key, value in c.keywords
     ]
+    must.extend(qe.FieldCondition(key, match=qe.MatchAny(list(values))) for key, values in c.any_of)
     if not c.tombstones:
         must.append(_edge_live)
     if c.price_min is not None or c.price_max is not None:
@@ -142,6 +151,9 @@ def server_filter(c: Conditions) -> qm.Filter | None:
     must: list[qm.Condition] = [
         qm.FieldCondition(key=key, match=qm.MatchValue(value=value)) for key, value in c.keywords
     ]
+    must.extend(
+        qm.FieldCondition(key=key, match=qm.MatchAny(any=list(values))) for key, values in c.any_of
+    )
     if not c.tombstones:
         must.append(_server_live)
     if c.price_min is not None or c.price_max is not None:

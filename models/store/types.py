@@ -65,6 +65,8 @@ class SearchFilters:
     currency: str | None = None
     shop_id: str | None = None
     exclude_listing_ids: Sequence[str] = ()
+    # Only listings in one of these duplicate groups (models.duplicates); empty: any.
+    duplicate_groups: Sequence[str] = ()
     # Only listings for sale right now are results.
     only_active: bool = True
 

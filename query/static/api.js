@@ -55,7 +55,8 @@ async function call(url, init) {
 /** POST /v1/search with the photo as multipart field `image`; filters, and the region to search
  *  (`filters.crop`), go in the query string.
  *  Resolves to {listings: [{id, title, category, price: {amount, currency}, shop_id,
- *  image_url, score}], offset, next, took_ms, model_id}. `next`, when given, is the URL of the
+ *  image_url, score, duplicates}], offset, next, took_ms, model_id}; `duplicates` is how many
+ *  other listings share the result's duplicate group (null with collapse=none). `next`, when given, is the URL of the
  *  following page: pass it as `pageUrl` with the same photo. */
 export function searchByPhoto(file, filters, signal, pageUrl) {
   const form = new FormData();

@@ -264,6 +264,13 @@ function card(listing) {
   node.querySelector(".title").textContent = title;
   node.querySelector(".price").textContent = formatPrice(listing.price);
   node.querySelector(".shop").textContent = listing.shop_id ? `Shop ${listing.shop_id}` : "";
+  const others = Number(listing.duplicates) || 0;
+  if (others > 0) {
+    // The other listings of its duplicate group: the same photos, from other shops.
+    const also = node.querySelector(".also");
+    also.textContent = `Also sold by ${others} other shop${others === 1 ? "" : "s"}`;
+    also.hidden = false;
+  }
   const score = node.querySelector(".score");
   score.textContent = `Similarity ${Number(listing.score).toFixed(2)}`;
   score.title =

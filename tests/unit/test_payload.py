@@ -40,7 +40,11 @@ def event(**changes: object) -> ListingUpserted:
 def test_from_event_carries_every_event_field() -> None:
     before = datetime.now(UTC)
     payload = ListingPayload.from_event(
-        event(), "m1", image_urls=["https://img.test/2.jpg"], image_hashes=["h2"]
+        event(),
+        "m1",
+        image_urls=["https://img.test/2.jpg"],
+        image_hashes=["h2"],
+        duplicate_group="g-1",
     )
     stored = payload.to_store()
     indexed_at = stored.pop("indexed_at")
@@ -57,6 +61,7 @@ def test_from_event_carries_every_event_field() -> None:
         "source_image_urls": ["https://img.test/1.jpg", "https://img.test/2.jpg"],
         "image_urls": ["https://img.test/2.jpg"],
         "image_hashes": ["h2"],
+        "duplicate_group": "g-1",
         "version": 7,
         "model_id": "m1",
         "occurred_at": "2024-05-01T10:30:00Z",
@@ -66,9 +71,11 @@ def test_from_event_carries_every_event_field() -> None:
 
 
 def test_event_fields_leave_the_photo_fields_out() -> None:
-    payload = ListingPayload.from_event(event(), "m1", ["https://img.test/1.jpg"], ["h1"])
+    payload = ListingPayload.from_event(event(), "m1", ["https://img.test/1.jpg"], ["h1"], "g-1")
     fields = payload.event_fields()
-    assert set(fields) == set(ListingPayload.model_fields) - {"image_urls", "image_hashes"}
+    # The duplicate group comes from the photos too: an update that keeps them keeps it.
+    photo_fields = {"image_urls", "image_hashes", "duplicate_group"}
+    assert set(fields) == set(ListingPayload.model_fields) - photo_fields
     assert fields["version"] == 7
     assert ListingPayload.from_event(event(), "m1").to_store()["image_urls"] == []
 
@@ -91,6 +98,7 @@ def test_payload_indexes_are_the_ones_the_model_fields_declare() -> None:
     # Every field a filter or a version guard touches.
     assert PAYLOAD_INDEXES == {
         "category_path": "keyword",
+        "duplicate_group": "keyword",
         "price": "float",
         "currency": "keyword",
         "shop_id": "keyword",
@@ -151,5 +159,6 @@ def test_rendering_tolerates_legacy_and_malformed_payloads() -> None:
         "shop_id": "S1",
         "image_url": "https://b/2.jpg",
         "score": 0.5,
+        "duplicates": None,
     }
     assert render_hit(Hit("L2", float("nan"), {}, matched_image_index=3))["image_url"] is None

@@ -1,0 +1,115 @@
+"""Duplicate groups: a listing whose photos are near-identical to a live listing's joins that
+listing's group when its vectors are written, so search can answer one hit per product.
+
+The group is a payload field (`duplicate_group`), set by every writer of vectors (the indexer,
+backfill, reindex) from the one query the writer makes for it: the listing's own photos against
+the live collection, best hit above LOOKALIKE_DUPLICATE_THRESHOLD. It stays current without a
+batch job: a listing that changes its photos is grouped again on its write; a deleted one leaves
+its group to the others, which still share the id. A group id is opaque: it names no listing, so
+a listing that leaves a group it started cannot be confused with the group it left.
+
+Writes side by side could each miss the other (both query before either writes): the indexer
+groups and writes one listing at a time per process, and a batch writer compares the batch's
+listings with each other too. Two workers writing copies of one photo within the same few
+milliseconds can still start two groups; the next write of either joins them again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import numpy as np
+
+from models.store.maxsim import normalized
+from models.store.types import Hit, SearchFilters, Vector
+
+GROUP_FIELD: Final = "duplicate_group"
+_GROUP_NAMESPACE = uuid.UUID("5f0d3a9c-7e2b-4c61-8d3f-1a6b9e2c4d70")
+
+
+def group_key(payload: Mapping[str, Any], listing_id: str) -> str:
+    """The group a stored listing is in: its duplicate_group, or its own id for a listing
+    written before groups existed (reindex gives it one)."""
+    value = payload.get(GROUP_FIELD)
+    return value if isinstance(value, str) and value else listing_id
+
+
+def new_group(listing_id: str, version: int) -> str:
+    """A group of its own for this version of a listing: the same on every redelivery, and never
+    another listing's id."""
+    return "g-" + uuid.uuid5(_GROUP_NAMESPACE, f"{listing_id}\x00{version}").hex
+
+
+class Searcher(Protocol):
+    """What grouping needs of a store."""
+
+    async def search(
+        self,
+        vectors: Sequence[Vector],
+        k: int,
+        filters: SearchFilters | None = None,
+        *,
+        offset: int = 0,
+        min_score: float | None = None,
+    ) -> list[Hit]: ...
+
+
+@dataclass(frozen=True)
+class Grouped:
+    """A listing to be written, with the photos it is grouped by."""
+
+    listing_id: str
+    version: int
+    vectors: Sequence[Vector]
+
+
+async def nearest_group(
+    store: Searcher, listing: Grouped, threshold: float | None
+) -> tuple[str, float] | None:
+    """The group of the live listing (not this one) whose photos best match this listing's, with
+    the score, if it reaches `threshold` (None: grouping is off)."""
+    if threshold is None:
+        return None
+    others = SearchFilters(exclude_listing_ids=(listing.listing_id,))
+    hits = await store.search(listing.vectors, 1, others, min_score=threshold)
+    if not hits:
+        return None
+    return group_key(hits[0].payload, hits[0].listing_id), hits[0].score
+
+
+async def duplicate_group(store: Searcher, listing: Grouped, threshold: float | None) -> str:
+    """The group this listing is written with: its nearest live neighbour's above the threshold,
+    else one of its own."""
+    found = await nearest_group(store, listing, threshold)
+    return found[0] if found is not None else new_group(listing.listing_id, listing.version)
+
+
+def _score(query: np.ndarray, stored: np.ndarray) -> float:
+    """The store's score: the MaxSim sum over the query's photos divided by their number."""
+    return float((query @ stored.T).max(axis=1).mean())
+
+
+async def batch_groups(
+    store: Searcher, batch: Sequence[Grouped], threshold: float | None
+) -> list[str]:
+    """duplicate_group for each listing of a batch written at once: against the live collection
+    and against the batch's earlier listings, whichever matches better."""
+    groups: list[str] = []
+    earlier: list[tuple[str, np.ndarray]] = []
+    for listing in batch:
+        found = await nearest_group(store, listing, threshold)
+        unit = normalized(np.asarray(listing.vectors, dtype=np.float32))
+        if threshold is not None:
+            for (other_id, other), group in zip(earlier, groups, strict=True):
+                if other_id == listing.listing_id:
+                    continue  # an older version of the same listing, replaced by this one
+                score = _score(unit, other)
+                if score >= threshold and (found is None or score > found[1]):
+                    found = (group, score)
+        own = new_group(listing.listing_id, listing.version)
+        groups.append(found[0] if found is not None else own)
+        earlier.append((listing.listing_id, unit))
+    return groups
