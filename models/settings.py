@@ -88,7 +88,7 @@ class StoreSettings(BaseSettings):
     write_consistency_factor: int = Field(default=1, ge=1, le=16)
     # A listing whose photos score at least this against a live listing's (the search score,
     # cosine) joins its duplicate group; calibrated by bench.calibrate, per model. None: off.
-    duplicate_threshold: float | None = Field(default=0.97, ge=-1.0, le=1.0)
+    duplicate_threshold: float | None = Field(default=0.96, ge=-1.0, le=1.0)
 
 
 class BrokerSettings(BaseSettings):

@@ -4,6 +4,7 @@ the real model and a real store whose listing photos come from a loopback image 
 from __future__ import annotations
 
 import base64
+import io
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,10 +16,12 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import unused_port
+from PIL import Image
 from playwright.async_api import Browser, FloatRect, Page, expect
 
 from models.settings import ImageSettings, StoreSettings
 from models.store.factory import open_store
+from models.store.types import ListingPoint, VectorStore
 from tests.imageserver import ImageServer, serve_images
 from tests.page_support import (
     ANSWERED,
@@ -36,6 +39,7 @@ from tests.page_support import (
 )
 from tests.photos import photo_bytes, rephotographed, side_by_side
 from tests.query_support import api_settings, catalog, embedder
+from tests.stream_support import generated_photo
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -48,6 +52,7 @@ SCORE = re.compile(r"^Similarity -?\d\.\d{2}$")
 class Site:
     url: str
     images: ImageServer
+    store: VectorStore
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -58,7 +63,7 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
         served_catalog(tmp_path, images) as store,
         running_app(api_settings(tmp_path), store) as url,
     ):
-        yield Site(url, images)
+        yield Site(url, images, store)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -496,3 +501,36 @@ async def test_too_large_and_not_ready_have_their_messages(
             await page.screenshot(path=ARTIFACTS / "page-phone-error.png")
     finally:
         await dead.close()
+
+
+async def test_copies_from_other_shops_show_as_one_card_also_sold_by(
+    desktop: Visit, site: Site
+) -> None:
+    photo = generated_photo(41)
+    model = embedder()
+    rows = [model.embed([Image.open(io.BytesIO(photo)).convert("RGB")])[0].tolist()]
+    url = site.images.add("copies/0.jpg", photo)
+    copies = ["DUP-1", "DUP-2", "DUP-3"]
+    for i, listing_id in enumerate(copies):
+        payload = {
+            **stored("P-coffee"),
+            "listing_id": listing_id,
+            "title": f"Copy {i}",
+            "shop_id": f"copy-shop-{i}",
+            "image_urls": [url],
+            "source_image_urls": [url],
+            "model_id": model.model_id,
+            "duplicate_group": "g-page-copies",
+        }
+        await site.store.upsert_listing(ListingPoint(listing_id, rows, payload))
+    try:
+        page = desktop.page
+        await search_photo(page, photo)
+        ids = await card_ids(page)
+        assert len([i for i in ids if i in copies]) == 1 and ids[0] in copies, ids
+        first = page.locator("#grid > li.card").first
+        await expect(first.locator(".also")).to_have_text("Also sold by 2 other shops")
+        await expect(page.locator("#grid > li.card").nth(1).locator(".also")).to_be_hidden()
+    finally:
+        for listing_id in copies:
+            await site.store.delete(listing_id)
