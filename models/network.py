@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -398,6 +400,8 @@ def export_checkpoint(
       model_id: f"{name}-ft-{first 8 hex of state_dict_sha256}", so other weights get another id
       projection_dim: int, or None for the raw 1280-d features
       state_dict: EmbeddingNet.state_dict() ("backbone.*", "projection.*")
+      preprocessing: the input the weights were trained on ({size, mean, std, crop_padding}), as
+        timm ties a pretrained config to its weights: the embedder uses it, not the variant's
       metadata: free-form str -> str | int | float | bool (training run, data, metrics)
     """
     state = {k: v.detach().to("cpu") for k, v in net.state_dict().items()}
@@ -408,40 +412,66 @@ def export_checkpoint(
         "model_id": model_id,
         "projection_dim": net.projection_dim,
         "state_dict": state,
+        "preprocessing": dataclasses.asdict(net.preprocessing),
         "metadata": dict(metadata or {}),
     }
     torch.save(payload, path)
     return model_id
 
 
-def _load_checkpoint(name: str, checkpoint: Path) -> EmbeddingNet:
+def _stored_preprocessing(payload: dict[str, Any], default: Preprocessing) -> Preprocessing:
+    """The checkpoint's own preprocessing; exports made before it was stored at the top level
+    carry it as JSON in their metadata, the oldest not at all (then the variant's)."""
+    stored = payload.get("preprocessing")
+    if stored is None:
+        raw = (payload.get("metadata") or {}).get("preprocessing")
+        stored = json.loads(raw) if isinstance(raw, str) else None
+    if not isinstance(stored, dict):
+        return default
+    return Preprocessing(
+        size=int(stored["size"]),
+        mean=_triple(stored["mean"]),
+        std=_triple(stored["std"]),
+        crop_padding=int(stored.get("crop_padding", 0)),
+    )
+
+
+def _triple(values: Sequence[float]) -> tuple[float, float, float]:
+    a, b, c = (float(v) for v in values)
+    return a, b, c
+
+
+def _load_checkpoint(checkpoint: Path) -> EmbeddingNet:
     try:
         payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises pickle/zip/runtime errors for foreign files
         raise CheckpointError(f"{checkpoint}: not a torch checkpoint ({e})") from e
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{checkpoint}: not a {CHECKPOINT_FORMAT} export")
-    if payload.get("name") != name:
-        raise CheckpointError(f"{checkpoint}: exported from {payload.get('name')!r}, not {name!r}")
+    name = payload.get("name")
+    if name not in VARIANTS:
+        raise CheckpointError(f"{checkpoint}: exported from an unknown network {name!r}")
     state = payload["state_dict"]
     model_id = payload.get("model_id") or f"{name}-ft-{state_dict_sha256(state)[:8]}"
     net = EmbeddingNet(name, EfficientNetLite(variant(name)), model_id, payload["projection_dim"])
     try:
         net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{checkpoint}: weights do not fit {name}: {e}") from e
+        net.preprocessing = _stored_preprocessing(payload, net.preprocessing)
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{checkpoint}: does not fit {name}: {e}") from e
     return net
 
 
 def load_model(name: str = "efficientnet-lite0", checkpoint: Path | None = None) -> EmbeddingNet:
     """The embedding network in eval mode, on the CPU, float32.
 
-    Without `checkpoint`: the variant's ImageNet weights (loaded strictly), 1280-d features,
-    model_id f"{name}-{first 8 hex of the weights file's sha256}". With `checkpoint`: a file
-    written by `export_checkpoint` (format in its docstring), carrying its own model_id.
+    Without `checkpoint`: the variant `name`'s ImageNet weights (loaded strictly), 1280-d
+    features, model_id f"{name}-{first 8 hex of the weights file's sha256}". With `checkpoint`: a
+    file written by `export_checkpoint` (format in its docstring), which names its own variant,
+    model_id and preprocessing; `name` is then not used.
     """
     if checkpoint is not None:
-        return _load_checkpoint(name, checkpoint).eval()
+        return _load_checkpoint(checkpoint).eval()
     path = pretrained_weights_path(name)
     backbone = EfficientNetLite(variant(name))
     backbone.load_state_dict(_load_weights(path), strict=True)

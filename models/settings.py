@@ -16,7 +16,8 @@ class ModelSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    # A name from models.network.VARIANTS.
+    # A name from models.network.VARIANTS: the ImageNet weights served without a checkpoint (a
+    # checkpoint names its own variant and preprocessing).
     model_name: str = "efficientnet-lite0"
     # A fine-tuned checkpoint exported by `lookalike train`; None means the ImageNet weights.
     model_checkpoint: Path | None = None

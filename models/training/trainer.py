@@ -12,7 +12,6 @@ BatchNorm statistics stay frozen (small batches would only add noise to ImageNet
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import resource
@@ -425,9 +424,6 @@ class Trainer:
             "best_epoch": best_epoch,
             **self.source.metadata(),
             **self.extra_metadata,
-            # The input the weights were trained on (size, crop, scaling), as timm ties a
-            # pretrained config to its weights.
-            "preprocessing": json.dumps(dataclasses.asdict(net.preprocessing)),
             "train_from_block": self.config.train_from_block,
             "val_buyer_recall@10": best["buyer_to_listing"]["recall@10"],
             "val_listing_recall@10": best["listing_to_listing"]["recall@10"],

@@ -4,7 +4,6 @@ the embedder loads (240 px input, its own model id) and `reindex` rolls it out."
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from models.network import variant
 from models.settings import FetchSettings, ImageSettings, ModelSettings, StoreSettings
 from models.store.factory import collection_name_for, open_store, resolve_alias
 from models.store.types import ListingPoint
-from models.training.checkpoint import checkpoint_metadata
 from models.training.source import DatasetSource
 from models.training.trainer import TrainConfig, Trainer
 from tests.imageserver import ImageServer
@@ -53,12 +51,11 @@ async def test_a_lite1_checkpoint_serves_and_rolls_out(
     tmp_path: Path, image_server: ImageServer
 ) -> None:
     checkpoint = await asyncio.to_thread(_train, tmp_path)
-    model = ModelSettings(model_name=NAME, model_checkpoint=checkpoint, device="cpu")
+    # The checkpoint alone: it names its backbone and the input it was trained on (240 px).
+    model = ModelSettings(model_checkpoint=checkpoint, device="cpu")
     embedder = await asyncio.to_thread(Embedder.from_settings, model)
     assert embedder.model_id.startswith(f"{NAME}-ft-") and embedder.dim == 32
-    assert embedder.preprocessing.size == 240
-    stored = json.loads(str(checkpoint_metadata(checkpoint)["preprocessing"]))
-    assert stored["size"] == 240 and stored["mean"] == list(embedder.preprocessing.mean)
+    assert embedder.preprocessing == variant(NAME).preprocessing()
 
     # An index built by the ImageNet Lite0 model, rolled out to the Lite1 checkpoint.
     settings = StoreSettings(index_path=tmp_path / "index")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
+import json
 import re
 from pathlib import Path
 
@@ -163,12 +165,29 @@ def test_model_id_differs_for_other_weights_or_projection(
     assert net.model_id not in ids
 
 
-def test_checkpoint_for_another_variant_or_foreign_file_is_refused(
+def test_a_checkpoint_brings_its_own_variant_and_preprocessing(
     net: EmbeddingNet, tmp_path: Path
 ) -> None:
-    export_checkpoint(net, tmp_path / "lite0.pt")
-    with pytest.raises(CheckpointError):
-        load_model("efficientnet-lite1", tmp_path / "lite0.pt")
+    trained = _with_projection(net, 32, seed=3)
+    trained.preprocessing = dataclasses.replace(net.preprocessing, size=200, crop_padding=16)
+    model_id = export_checkpoint(trained, tmp_path / "lite0.pt")
+    # Whatever variant the settings name, the checkpoint says what it is and what it was fed.
+    loaded = load_model("efficientnet-lite1", tmp_path / "lite0.pt")
+    assert (loaded.name, loaded.model_id) == ("efficientnet-lite0", model_id)
+    assert loaded.preprocessing == trained.preprocessing
+    # Exports from before the top-level field: the JSON in their metadata, else the variant's.
+    payload = torch.load(tmp_path / "lite0.pt", weights_only=True)
+    stored = payload.pop("preprocessing")
+    torch.save({**payload, "metadata": {"preprocessing": json.dumps(stored)}}, tmp_path / "m.pt")
+    assert load_model(checkpoint=tmp_path / "m.pt").preprocessing == trained.preprocessing
+    torch.save(payload, tmp_path / "old.pt")
+    assert load_model(checkpoint=tmp_path / "old.pt").preprocessing == net.preprocessing
+    torch.save({**payload, "name": "efficientnet-b9"}, tmp_path / "b9.pt")
+    with pytest.raises(CheckpointError, match="unknown network"):
+        load_model(checkpoint=tmp_path / "b9.pt")
+
+
+def test_a_foreign_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError):
         load_model("efficientnet-lite0", tmp_path / "junk.pt")
