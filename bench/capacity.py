@@ -14,25 +14,43 @@ from bench.scale import DEFAULT_OUT as SCALE_RESULTS
 GIB = 2**30
 
 
-def _fitted(results: list[dict[str, Any]], dim: int, quantization: str) -> list[dict[str, Any]]:
-    """The measured indexes of this kind, smallest first."""
-    kind = [r for r in results if r["dim"] == dim and r["quantization"] == quantization]
+# The search effort served by default (LOOKALIKE_HNSW_EF); bench.scale measures others too.
+SERVED_HNSW_EF = 256
+
+
+def _fitted(
+    results: list[dict[str, Any]], dim: int, quantization: str, hnsw_ef: int | None
+) -> list[dict[str, Any]]:
+    """The measured indexes of this kind, searched with `hnsw_ef` (None: the engine's default)
+    and without ACORN, smallest first."""
+    kind = [
+        r
+        for r in results
+        if r["dim"] == dim
+        and r["quantization"] == quantization
+        and r.get("hnsw_ef") == hnsw_ef
+        and not r.get("acorn")
+    ]
     return sorted((r for r in kind if r["fitted"]), key=lambda r: int(r["size"]))
 
 
-def largest_fitted(results: list[dict[str, Any]], dim: int, quantization: str) -> dict[str, Any]:
+def largest_fitted(
+    results: list[dict[str, Any]], dim: int, quantization: str, hnsw_ef: int | None
+) -> dict[str, Any]:
     """The biggest measured index of this kind: its per-listing figures are the least
     dominated by fixed costs."""
-    fitted = _fitted(results, dim, quantization)
+    fitted = _fitted(results, dim, quantization, hnsw_ef)
     if not fitted:
         raise LookupError(f"no measured {dim}-d {quantization} index in the results")
     return fitted[-1]
 
 
-def latency_growth(results: list[dict[str, Any]], dim: int, quantization: str) -> float | None:
+def latency_growth(
+    results: list[dict[str, Any]], dim: int, quantization: str, hnsw_ef: int | None
+) -> float | None:
     """p50 ratio per tenfold of listings, from the two largest sizes measured (HNSW search grows
     about with the log of the size, so one factor per decade)."""
-    fitted = _fitted(results, dim, quantization)
+    fitted = _fitted(results, dim, quantization, hnsw_ef)
     if len(fitted) < 2:
         return None
     small, big = fitted[-2], fitted[-1]
@@ -47,18 +65,19 @@ def plan(
     node_ram_gib: float,
     headroom: float,
     replication: int,
+    hnsw_ef: int | None = SERVED_HNSW_EF,
 ) -> list[dict[str, Any]]:
     """One row per quantization: what `listings` need, and on how many nodes."""
     rows = []
     for quantization in ("none", "int8", "binary"):
         try:
-            r = largest_fitted(results, dim, quantization)
+            r = largest_fitted(results, dim, quantization, hnsw_ef)
         except LookupError:
             continue
         ram = r["rss_per_listing_b"] * listings * replication / GIB
         disk = r["disk_per_listing_b"] * listings * replication / GIB
         nodes = max(1, math.ceil(ram / (node_ram_gib * headroom)))
-        growth = latency_growth(results, dim, quantization)
+        growth = latency_growth(results, dim, quantization, hnsw_ef)
         decades = math.log10(listings / r["size"])
         p50 = r["p50_ms"] * growth**decades if growth is not None else None
         rows.append(
@@ -87,14 +106,27 @@ def main(argv: list[str] | None = None) -> None:
         "--headroom", type=float, default=0.7, help="share of a node's RAM the index may use"
     )
     parser.add_argument("--replication", type=int, default=2, help="copies of every shard")
+    parser.add_argument(
+        "--hnsw-ef",
+        type=int,
+        default=SERVED_HNSW_EF,
+        help="the search effort measured (0: the engine's default)",
+    )
     args = parser.parse_args(argv)
     results = json.loads(args.results.read_text())["results"]
     rows = plan(
-        results, args.listings, args.dim, args.node_ram_gib, args.headroom, args.replication
+        results,
+        args.listings,
+        args.dim,
+        args.node_ram_gib,
+        args.headroom,
+        args.replication,
+        args.hnsw_ef or None,
     )
     print(
         f"{args.listings:,} listings, {args.dim}-d, {args.replication} copies, nodes of "
-        f"{args.node_ram_gib:g} GiB using {args.headroom:.0%} of it"
+        f"{args.node_ram_gib:g} GiB using {args.headroom:.0%} of it, searched with hnsw_ef "
+        f"{args.hnsw_ef or 'default'}"
     )
     header = f"{'quant':>7}{'from':>10}{'RAM GiB':>10}{'disk GiB':>10}{'nodes':>7}{'recall@10':>11}"
     print(header + f"{'p50 (1 node)':>14}")

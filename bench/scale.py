@@ -1,5 +1,6 @@
 """Index scale: bulk upsert rate, optimize time, memory and disk per listing, filtered search
-latency and recall@10 against exact search, by catalog size, vector size and quantization.
+latency and recall@10 against exact search, by catalog size, vector size and quantization, and
+for each built index by the search-time settings (--hnsw-ef, --acorn).
 
 Each index is built once under --cache and reused by later runs (a run that stopped half way
 starts that index again); each build is bounded by --build-limit-s and reported as not fitting
@@ -16,7 +17,7 @@ import shutil
 import statistics
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -131,13 +132,20 @@ class Result:
     c8_req_s: float = 0.0
     recall_at_10: float = 0.0
     note: str = ""
+    # Search-time settings of the measurement (None: the engine's default ef).
+    hnsw_ef: int | None = None
+    acorn: bool = False
 
 
-def _settings(index: Path, quantization: str) -> StoreSettings:
+def _settings(
+    index: Path, quantization: str, hnsw_ef: int | None = None, acorn: bool = False
+) -> StoreSettings:
     return StoreSettings(
         index_path=index,
         quantization=quantization,  # type: ignore[arg-type]
         store_on_disk=quantization != "none",
+        hnsw_ef=hnsw_ef,
+        acorn=acorn,
     )
 
 
@@ -188,7 +196,8 @@ async def measure(index: Path, result: Result, seed: int) -> Result:
         category_prefix=CATEGORY_FILTER, price_min=PRICE_MIN, price_max=PRICE_MAX
     )
     before = rss_bytes(os.getpid())
-    store = open_store(_settings(index, result.quantization), "scale", result.dim)
+    settings = _settings(index, result.quantization, result.hnsw_ef, result.acorn)
+    store = open_store(settings, "scale", result.dim)
     await store.ensure_collection()
     try:
         for q in qs[:10]:  # warm-up: page in what a search touches
@@ -221,29 +230,33 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for size in args.sizes:
             for quantization in args.quantization:
                 index = args.cache / f"{dim}d-{size}-{quantization}"
-                cached = args.cache / f"{dim}d-{size}-{quantization}.json"
-                if cached.exists() and not args.rebuild:
-                    results.append(Result(**json.loads(cached.read_text())))
-                    continue
-                marker = index / ".complete"
-                if marker.exists() and not args.rebuild:
-                    result = Result(**json.loads(marker.read_text()))
-                else:
-                    result = await build(
-                        index, size, dim, quantization, args.seed, args.build_limit_s
-                    )
-                if result.fitted:
-                    result = await measure(index, result, args.seed)
-                cached.write_text(json.dumps(asdict(result)))
-                results.append(result)
+                for ef, acorn in [(ef or None, a) for ef in args.hnsw_ef for a in args.acorn]:
+                    variant = f"-ef{ef}" if ef else ""
+                    variant += "-acorn" if acorn else ""
+                    cached = args.cache / f"{dim}d-{size}-{quantization}{variant}.json"
+                    if cached.exists() and not args.rebuild:
+                        results.append(Result(**json.loads(cached.read_text())))
+                        continue
+                    marker = index / ".complete"
+                    if marker.exists() and not (args.rebuild and not variant):
+                        built = Result(**json.loads(marker.read_text()))
+                    else:
+                        built = await build(
+                            index, size, dim, quantization, args.seed, args.build_limit_s
+                        )
+                    result = replace(built, hnsw_ef=ef, acorn=acorn)
+                    if result.fitted:
+                        result = await measure(index, result, args.seed)
+                    cached.write_text(json.dumps(asdict(result)))
+                    results.append(result)
     print(
         f"{platform.node()} · {os.cpu_count()} CPUs · load {os.getloadavg()[0]:.1f} · "
         f"{datetime.now(UTC):%Y-%m-%d} · filters: category {CATEGORY_FILTER}, price "
         f"{PRICE_MIN:g}-{PRICE_MAX:g}"
     )
     header = (
-        f"{'dim':>5}{'listings':>10}{'quant':>8}{'upsert/s':>10}{'optimize':>10}{'RSS B/l':>9}"
-        f"{'disk B/l':>10}{'p50':>8}{'p99':>8}{'c8 req/s':>10}{'recall@10':>11}"
+        f"{'dim':>5}{'listings':>10}{'quant':>8}{'search':>16}{'upsert/s':>10}{'optimize':>10}"
+        f"{'RSS B/l':>9}{'disk B/l':>10}{'p50':>8}{'p99':>8}{'c8 req/s':>10}{'recall@10':>11}"
     )
     print(header)
     print("-" * len(header))
@@ -251,8 +264,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if not r.fitted:
             print(f"{r.dim:>5}{r.size:>10}{r.quantization:>8}  did not fit: {r.note}")
             continue
+        search = (f"ef {r.hnsw_ef}" if r.hnsw_ef else "default") + (" acorn" if r.acorn else "")
         print(
-            f"{r.dim:>5}{r.size:>10}{r.quantization:>8}{r.upsert_per_s:>10.0f}{r.optimize_s:>9.1f}s"
+            f"{r.dim:>5}{r.size:>10}{r.quantization:>8}{search:>16}{r.upsert_per_s:>10.0f}{r.optimize_s:>9.1f}s"
             f"{r.rss_per_listing_b:>9.0f}{r.disk_per_listing_b:>10.0f}{r.p50_ms:>6.2f}ms"
             f"{r.p99_ms:>6.2f}ms{r.c8_req_s:>10.0f}{r.recall_at_10:>11.3f}"
         )
@@ -274,6 +288,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dims", type=_ints, default=[256, 1280])
     parser.add_argument(
         "--quantization", type=lambda s: s.split(","), default=["none", "int8", "binary"]
+    )
+    parser.add_argument(
+        "--hnsw-ef", type=_ints, default=[0], help="search-time ef values; 0: the engine's"
+    )
+    parser.add_argument(
+        "--acorn",
+        type=lambda s: [v == "on" for v in s.split(",")],
+        default=[False],
+        help="off,on: measure without and with ACORN",
     )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="built indexes, reused")
     parser.add_argument("--rebuild", action="store_true", help="build and measure again")

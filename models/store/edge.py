@@ -124,10 +124,15 @@ def _edge_config(
 
 
 def _edge_search_params(layout: StoreLayout) -> qe.SearchParams | None:
-    if not layout.quantized:
+    if layout.default_search:
         return None
+    quantization = None
+    if layout.quantized:
+        quantization = qe.QuantizationSearchParams(rescore=True, oversampling=layout.oversampling)
     return qe.SearchParams(
-        quantization=qe.QuantizationSearchParams(rescore=True, oversampling=layout.oversampling)
+        hnsw_ef=layout.hnsw_ef,
+        quantization=quantization,
+        acorn=qe.AcornSearchParams(enable=True) if layout.acorn else None,
     )
 
 

@@ -21,6 +21,9 @@ class StoreLayout:
     quantization: Quantization = "none"
     oversampling: float = 2.0
     on_disk: bool = False
+    # Search-time: HNSW candidates per search (None: the engine's), ACORN for filtered searches.
+    hnsw_ef: int | None = None
+    acorn: bool = False
     shard_number: int = 1
     replication_factor: int = 1
     write_consistency_factor: int = 1
@@ -31,6 +34,8 @@ class StoreLayout:
             quantization=s.quantization,
             oversampling=s.quantization_oversampling,
             on_disk=s.store_on_disk,
+            hnsw_ef=s.hnsw_ef,
+            acorn=s.acorn,
             shard_number=s.shard_number,
             replication_factor=s.replication_factor,
             write_consistency_factor=s.write_consistency_factor,
@@ -39,3 +44,8 @@ class StoreLayout:
     @property
     def quantized(self) -> bool:
         return self.quantization != "none"
+
+    @property
+    def default_search(self) -> bool:
+        """Searches need no parameters: the engine's defaults are these settings."""
+        return not self.quantized and self.hnsw_ef is None and not self.acorn

@@ -78,10 +78,15 @@ def _server_quantization(
 
 
 def _server_search_params(layout: StoreLayout) -> qm.SearchParams | None:
-    if not layout.quantized:
+    if layout.default_search:
         return None
+    quantization = None
+    if layout.quantized:
+        quantization = qm.QuantizationSearchParams(rescore=True, oversampling=layout.oversampling)
     return qm.SearchParams(
-        quantization=qm.QuantizationSearchParams(rescore=True, oversampling=layout.oversampling)
+        hnsw_ef=layout.hnsw_ef,
+        quantization=quantization,
+        acorn=qm.AcornSearchParams(enable=True) if layout.acorn else None,
     )
 
 

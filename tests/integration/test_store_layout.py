@@ -65,6 +65,31 @@ async def test_edge_searches_quantized_vectors_and_rescores_with_the_originals(
     await reopened.close()
 
 
+async def test_edge_takes_the_search_time_settings_and_still_finds_the_exact_top(
+    tmp_path: Path,
+) -> None:
+    layout = StoreLayout(hnsw_ef=200, acorn=True)
+    store = EdgeStore(
+        tmp_path / "index", ALIAS, "listings__m1", DIM, indexing_threshold_kb=1, layout=layout
+    )
+    await store.ensure_collection()
+    try:
+        items = make_catalog(seed=35, n=300)
+        for item in items:
+            await store.upsert_listing(item.point())
+        await store.optimize()
+        active = [i for i in items if i.state == "active"]
+        rng = np.random.default_rng(36)
+        overlap = []
+        for _ in range(10):
+            query = unit(rng, 1)
+            exact = maxsim_order(active, query)[:10]
+            overlap.append(len(set(ids(await store.search(query.tolist(), 10))) & set(exact)) / 10)
+        assert np.mean(overlap) >= 0.9, overlap
+    finally:
+        await store.close()
+
+
 class RecordingClient(AsyncQdrantClient):
     """qdrant-client's local mode, recording what a server would have been asked (no Qdrant
     server runs here, and local mode ignores quantization, shards and replicas)."""
@@ -90,6 +115,8 @@ async def test_the_server_collection_is_created_with_the_layout_and_searched_wit
         qdrant_url=":memory:",
         quantization="int8",
         quantization_oversampling=3.0,
+        hnsw_ef=256,
+        acorn=True,
         store_on_disk=True,
         shard_number=6,
         replication_factor=2,
@@ -121,5 +148,6 @@ async def test_the_server_collection_is_created_with_the_layout_and_searched_wit
         assert got == maxsim_order(active, query)[:5]
         params = client.calls["query_points"][-1]["search_params"]
         assert params.quantization.rescore is True and params.quantization.oversampling == 3.0
+        assert params.hnsw_ef == 256 and params.acorn.enable is True
     finally:
         await store.close()
