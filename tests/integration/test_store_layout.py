@@ -105,7 +105,6 @@ class RecordingClient(AsyncQdrantClient):
         return await super().query_points(*args, **kwargs)
 
 
-@pytest.mark.filterwarnings("ignore:Local mode performs exact")
 async def test_the_server_collection_is_created_with_the_layout_and_searched_with_rescoring() -> (
     None
 ):
