@@ -46,6 +46,9 @@ def _json(ref: str, description: str) -> dict[str, Any]:
     }
 
 
+# What a search result and a listing both always carry.
+_LISTING_REQUIRED = ["id", "title", "category", "price", "shop_id"]
+
 _COLLAPSE: dict[str, Any] = {
     "name": "collapse",
     "in": "query",
@@ -179,16 +182,7 @@ _SCHEMAS: dict[str, Any] = {
     "Price": _PRICE,
     "SearchResult": {
         "type": "object",
-        "required": [
-            "id",
-            "title",
-            "category",
-            "price",
-            "shop_id",
-            "image_url",
-            "score",
-            "duplicates",
-        ],
+        "required": [*_LISTING_REQUIRED, "image_url", "score", "duplicates"],
         "properties": {
             "id": {"type": "string"},
             "title": _stored("title"),
@@ -271,16 +265,7 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Listing": {
         "type": "object",
-        "required": [
-            "id",
-            "title",
-            "category",
-            "price",
-            "shop_id",
-            "state",
-            "image_urls",
-            "version",
-        ],
+        "required": [*_LISTING_REQUIRED, "state", "image_urls", "version"],
         "properties": {
             "id": {"type": "string"},
             "title": _stored("title"),
