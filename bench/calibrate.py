@@ -22,6 +22,7 @@ from models.evalset.catalog import EvalItem, build_eval_catalog
 from models.evalset.realphotos import real_photo_paths
 from models.evaluation.photos import DEFAULT_LIMITS, embed_images, load_photos
 from models.settings import ModelSettings
+from models.store.maxsim import maxsim_score
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "calibrate.json"
 Matrix = npt.NDArray[np.float32]
@@ -39,11 +40,6 @@ class Cutoff:
     precision: float
     recall: float
     results: int
-
-
-def maxsim(query: Matrix, stored: Matrix) -> float:
-    """The store's score: the MaxSim sum over the query's photos, divided by their number."""
-    return float((query @ stored.T).max(axis=1).mean())
 
 
 def cutoff(task: str, relevance: str, pairs: list[tuple[float, bool]]) -> Cutoff:
@@ -89,7 +85,7 @@ def eval_pairs(
 
     def top(query: Matrix, exclude: str | None, item: EvalItem) -> list[tuple[float, bool, bool]]:
         scored = [
-            (maxsim(query, m), other, listing.listing_id)
+            (maxsim_score(query, m), other, listing.listing_id)
             for m, (listing, other) in zip(stored, listings, strict=True)
             if listing.listing_id != exclude
         ]
@@ -161,7 +157,7 @@ def demo_pairs(
             if a == b:
                 continue
             (title_a, real_a), (title_b, real_b) = titles[a], titles[b]
-            score = maxsim(vectors[a], vectors[b])
+            score = maxsim_score(vectors[a], vectors[b])
             if title_a != title_b:
                 different.append(score)
             elif real_a and real_b:
@@ -217,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         original = np.stack([vectors[k] for k in first.photos])
         different.append(
             max(
-                maxsim(np.stack([vectors[k] for k in listing.photos]), original)
+                maxsim_score(np.stack([vectors[k] for k in listing.photos]), original)
                 for listing, other in others
                 if other.item_id != item.item_id
             )
@@ -226,8 +222,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             pre.load(reencoded(rendered[k], 70, 0.8), DEFAULT_LIMITS) for k in first.photos
         ]
         copy = embedder.embed(copy_images)
-        copies.append(maxsim(copy, original))
-        siblings.append(maxsim(np.stack([vectors[k] for k in second.photos]), original))
+        copies.append(maxsim_score(copy, original))
+        siblings.append(maxsim_score(np.stack([vectors[k] for k in second.photos]), original))
 
     # The demo: the coffee photo as a shopper uploads it, against every demo listing.
     demo = build_catalog(args.demo_size)
@@ -244,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     coffee_path = real_photo_paths()["coffee"]
     coffee = embedder.embed([pre.load(coffee_path.read_bytes(), DEFAULT_LIMITS)])
     demo_scores = sorted(
-        ((maxsim(coffee, demo_vectors[li.listing_id]), li.title) for li in demo.listings),
+        ((maxsim_score(coffee, demo_vectors[li.listing_id]), li.title) for li in demo.listings),
         reverse=True,
     )
     by_title: dict[str, float] = {}

@@ -174,14 +174,13 @@ async def _copy(
     duplicate_threshold: float | None,
 ) -> int:
     payload: dict[str, Any] = dict(listing.payload)
-    stored = ListingPayload.readable(payload, ("source_image_urls", "image_urls"))
+    stored = ListingPayload.readable(payload, ("source_image_urls", "image_urls", "version"))
     urls = stored.get("source_image_urls") or stored.get("image_urls") or []
     photos = await _photos(pipeline, urls, failures)
     if not photos:
         return 0
     vectors = await embedder.embed([image for _, _, image in photos])
-    version = ListingPayload.readable(payload, ("version",)).get("version", 0)
-    grouped = Grouped(listing.listing_id, version, vectors.tolist())
+    grouped = Grouped(listing.listing_id, stored.get("version", 0), vectors.tolist())
     payload.update(
         # Grouped again under the new model: its scores are its own (the one threshold).
         duplicate_group=await duplicate_group(target, grouped, duplicate_threshold),

@@ -23,18 +23,23 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 
-from models.store.maxsim import normalized
+from models.store.maxsim import maxsim_score, normalized
 from models.store.types import Hit, SearchFilters, Vector
 
 GROUP_FIELD: Final = "duplicate_group"
 _GROUP_NAMESPACE = uuid.UUID("5f0d3a9c-7e2b-4c61-8d3f-1a6b9e2c4d70")
 
 
-def group_key(payload: Mapping[str, Any], listing_id: str) -> str:
-    """The group a stored listing is in: its duplicate_group, or its own id for a listing
-    written before groups existed (reindex gives it one)."""
+def stored_group(payload: Mapping[str, Any]) -> str | None:
+    """The duplicate_group a stored payload names; None for one written before groups existed
+    (reindex gives it one)."""
     value = payload.get(GROUP_FIELD)
-    return value if isinstance(value, str) and value else listing_id
+    return value if isinstance(value, str) and value else None
+
+
+def group_key(payload: Mapping[str, Any], listing_id: str) -> str:
+    """The group a stored listing is in: its duplicate_group, or its own id when it names none."""
+    return stored_group(payload) or listing_id
 
 
 def new_group(listing_id: str, version: int) -> str:
@@ -87,11 +92,6 @@ async def duplicate_group(store: Searcher, listing: Grouped, threshold: float | 
     return found[0] if found is not None else new_group(listing.listing_id, listing.version)
 
 
-def _score(query: np.ndarray, stored: np.ndarray) -> float:
-    """The store's score: the MaxSim sum over the query's photos divided by their number."""
-    return float((query @ stored.T).max(axis=1).mean())
-
-
 async def batch_groups(
     store: Searcher, batch: Sequence[Grouped], threshold: float | None
 ) -> list[str]:
@@ -106,7 +106,7 @@ async def batch_groups(
             for (other_id, other), group in zip(earlier, groups, strict=True):
                 if other_id == listing.listing_id:
                     continue  # an older version of the same listing, replaced by this one
-                score = _score(unit, other)
+                score = maxsim_score(unit, other)
                 if score >= threshold and (found is None or score > found[1]):
                     found = (group, score)
         own = new_group(listing.listing_id, listing.version)

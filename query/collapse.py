@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
-from models.duplicates import GROUP_FIELD, group_key
+from models.duplicates import GROUP_FIELD, group_key, stored_group
 from models.store.types import Hit, SearchFilters, VectorStore
 
 # Candidates fetched per group wanted, at first: a page whose groups are large fetches more.
@@ -25,8 +25,8 @@ class Page:
     full: bool
 
 
-def _best_per_group(hits: Sequence[Hit]) -> list[Hit]:
-    seen: set[str] = set()
+def _best_per_group(hits: Sequence[Hit], skip_group: str | None) -> list[Hit]:
+    seen: set[str] = set() if skip_group is None else {skip_group}
     best: list[Hit] = []
     for hit in hits:
         key = group_key(hit.payload, hit.listing_id)
@@ -44,9 +44,7 @@ async def collapsed_page(fetch: Fetch, offset: int, k: int, skip_group: str | No
     candidates = min(wanted * OVERFETCH, MAX_CANDIDATES)
     while True:
         hits = await fetch(candidates)
-        best = [
-            h for h in _best_per_group(hits) if group_key(h.payload, h.listing_id) != skip_group
-        ]
+        best = _best_per_group(hits, skip_group)
         exhausted = len(hits) < candidates
         if len(best) >= wanted or exhausted or candidates >= MAX_CANDIDATES:
             page = best[offset:wanted]
@@ -59,13 +57,13 @@ async def duplicate_counts(
     store: VectorStore, hits: Sequence[Hit], filters: SearchFilters | None
 ) -> dict[str, int]:
     """listing_id -> how many other listings share its group under `filters`."""
-    groups = {h.listing_id: h.payload.get(GROUP_FIELD) for h in hits}
-    named = sorted({g for g in groups.values() if isinstance(g, str) and g})
+    groups = {h.listing_id: stored_group(h.payload) for h in hits}
+    named = sorted({g for g in groups.values() if g is not None})
     if not named:
         return {listing_id: 0 for listing_id in groups}
     within = replace(filters or SearchFilters(), duplicate_groups=tuple(named))
     counts = await store.facet(GROUP_FIELD, within, limit=len(named))
     return {
-        listing_id: max(counts.get(g, 1) - 1, 0) if isinstance(g, str) else 0
+        listing_id: max(counts.get(g, 1) - 1, 0) if g is not None else 0
         for listing_id, g in groups.items()
     }

@@ -14,7 +14,7 @@ import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from models.duplicates import GROUP_FIELD, group_key
+from models.duplicates import group_key, stored_group
 from models.fetch import FetchTimeout
 from models.images import Crop, CropTooSmall
 from models.microbatch import BatcherClosedError
@@ -205,9 +205,9 @@ async def duplicates(request: web.Request) -> web.Response:
     listing_id = _listing_id(request)
     params = parse_search_params(request.query, request.app[SETTINGS].default_k, collapsible=False)
     listing = await _live_listing(request, listing_id)
-    group = listing.payload.get(GROUP_FIELD)
+    group = stored_group(listing.payload)
     hits: list[Hit] = []
-    if isinstance(group, str) and group:
+    if group is not None:
         within = replace(params.filters, duplicate_groups=(group,))
         call = request.app[STORE].similar(
             listing_id, params.k, within, offset=params.offset, min_score=params.min_score

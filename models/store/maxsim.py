@@ -39,6 +39,12 @@ def normalized(m: Matrix) -> Matrix:
     return out
 
 
+def maxsim_score(unit_query: Matrix, unit_stored: Matrix) -> float:
+    """The store's score of a listing for a query, from unit rows: the MaxSim sum over the
+    query's photos divided by their number (see Hit.score)."""
+    return float((unit_query @ unit_stored.T).max(axis=1).mean())
+
+
 def stored_matrix(vector: Any) -> Matrix | None:
     """A stored multivector as returned by either engine (list of rows, or {"": rows})."""
     if isinstance(vector, dict):

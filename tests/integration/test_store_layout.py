@@ -20,6 +20,24 @@ from tests.integration.test_store import ALIAS, DIM, ids, make_catalog, maxsim_o
 pytestmark = pytest.mark.slow
 
 
+async def _top10_overlap_with_exact(store: EdgeStore, seed: int) -> list[float]:
+    """Write and optimize a 300-listing catalog, then for 10 random queries the share of the
+    exact MaxSim top 10 that the store's search finds."""
+    items = make_catalog(seed=seed, n=300)
+    for item in items:
+        await store.upsert_listing(item.point())
+    await store.optimize()
+    active = [i for i in items if i.state == "active"]
+    rng = np.random.default_rng(seed + 1)
+    overlap = []
+    for _ in range(10):
+        query = unit(rng, 1)
+        exact = maxsim_order(active, query)[:10]
+        got = ids(await store.search(query.tolist(), 10))
+        overlap.append(len(set(got) & set(exact)) / 10)
+    return overlap
+
+
 # Binary quantization keeps one bit a dimension: on these 64-d random vectors (real embeddings
 # have 256 or 1280) even rescoring 4 x k candidates finds only part of the exact top 10.
 @pytest.mark.parametrize(("quantization", "min_overlap"), [("int8", 0.9), ("binary", 0.5)])
@@ -38,19 +56,8 @@ async def test_edge_searches_quantized_vectors_and_rescores_with_the_originals(
         assert set(vectors["quantization_config"]) == {
             "scalar" if quantization == "int8" else "binary"
         }
-        items = make_catalog(seed=31, n=300)
-        for item in items:
-            await store.upsert_listing(item.point())
-        await store.optimize()
+        overlap = await _top10_overlap_with_exact(store, seed=31)
         assert (await store.stats())["indexed_vectors"] > 0
-        active = [i for i in items if i.state == "active"]
-        rng = np.random.default_rng(32)
-        overlap = []
-        for _ in range(10):
-            query = unit(rng, 1)
-            exact = maxsim_order(active, query)[:10]
-            got = ids(await store.search(query.tolist(), 10))
-            overlap.append(len(set(got) & set(exact)) / 10)
         assert np.mean(overlap) >= min_overlap, overlap
     finally:
         await store.close()
@@ -74,17 +81,7 @@ async def test_edge_takes_the_search_time_settings_and_still_finds_the_exact_top
     )
     await store.ensure_collection()
     try:
-        items = make_catalog(seed=35, n=300)
-        for item in items:
-            await store.upsert_listing(item.point())
-        await store.optimize()
-        active = [i for i in items if i.state == "active"]
-        rng = np.random.default_rng(36)
-        overlap = []
-        for _ in range(10):
-            query = unit(rng, 1)
-            exact = maxsim_order(active, query)[:10]
-            overlap.append(len(set(ids(await store.search(query.tolist(), 10))) & set(exact)) / 10)
+        overlap = await _top10_overlap_with_exact(store, seed=35)
         assert np.mean(overlap) >= 0.9, overlap
     finally:
         await store.close()
