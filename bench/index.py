@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import platform
 import tempfile
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 
+from bench.photohost import photo_host
 from bench.results import save
 from bench.streams import embed_rates
 from models.embedder import AsyncEmbedder
@@ -32,7 +34,6 @@ from stream.publisher import ListingPublisher
 from stream.resources import WorkerResources
 from stream.settings import StreamSettings, WorkerSettings
 from stream.worker import running_worker
-from tests.imageserver import serve_images
 from tests.photos import PHOTO_FILES, sized_jpegs
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "index.json"
@@ -156,9 +157,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # Not owned by the worker: its metrics are read after it stopped, then closed here.
         resources = await WorkerResources.around(settings, runner, owned=False)
         done = timed_writes(resources.store)
-        async with serve_images() as images:
-            paths = [images.add(f"img/{i}.jpg", files[i % len(files)]) for i in range(10_000)]
-            urls = iter(paths)
+        # A lean host in its own process: the photos' serving cost stays out of the worker's.
+        with photo_host(files) as host:
+            urls = (host.url(i) for i in itertools.count())
             async with running_worker(settings, resources):
                 publisher = ListingPublisher(broker.bootstrap, settings.broker.topic)
                 sent = 0

@@ -24,7 +24,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 
 from models.store.maxsim import maxsim_score, normalized
-from models.store.types import Hit, SearchFilters, Vector
+from models.store.types import Hit, QueryVectors, SearchFilters, Vector
 
 GROUP_FIELD: Final = "duplicate_group"
 _GROUP_NAMESPACE = uuid.UUID("5f0d3a9c-7e2b-4c61-8d3f-1a6b9e2c4d70")
@@ -53,7 +53,7 @@ class Searcher(Protocol):
 
     async def search(
         self,
-        vectors: Sequence[Vector],
+        vectors: QueryVectors,
         k: int,
         filters: SearchFilters | None = None,
         *,

@@ -158,7 +158,7 @@ async def search(request: web.Request) -> web.Response:
             )
         crop = photo.crop
     data = photo.data if photo.data is not None else await _fetch(request, str(photo.url))
-    vectors = [(await _embed(request, data, crop)).tolist()]
+    vectors = (await _embed(request, data, crop))[None, :]
     store = request.app[STORE]
 
     def fetch(k: int, offset: int) -> Awaitable[list[Hit]]:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from models.store.types import DimensionMismatch, Vector
+from models.store.types import DimensionMismatch, QueryVectors
 
 Matrix = npt.NDArray[np.float32]
 
 
-def as_matrix(vectors: Sequence[Vector] | Matrix, dim: int, what: str) -> Matrix:
+def as_matrix(vectors: QueryVectors, dim: int, what: str) -> Matrix:
     """Vectors as an (n, dim) float32 matrix with n >= 1; a single flat vector is one row."""
     m = np.asarray(vectors, dtype=np.float32)
     if m.ndim == 1 and m.size > 0:

@@ -13,6 +13,7 @@ from models.store.types import (
     Hit,
     ListingNotFound,
     ListingPoint,
+    QueryVectors,
     SearchFilters,
     StoredListing,
     Vector,
@@ -123,7 +124,7 @@ class QueryingStore(VectorStore):
 
     async def search(
         self,
-        vectors: Sequence[Vector],
+        vectors: QueryVectors,
         k: int,
         filters: SearchFilters | None = None,
         *,

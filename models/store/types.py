@@ -8,10 +8,15 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 # Fixed namespace so a listing id maps to the same point id in every process, forever.
 POINT_NAMESPACE = uuid.UUID("9b0c3f4e-6a51-4d7e-9a0e-2c1f5b7d8e10")
 
 Vector = list[float]
+# What a search takes: rows of floats, or an (n, dim) float32 array passed on without a copy.
+QueryVectors = Sequence[Vector] | npt.NDArray[np.float32]
 
 
 def point_id(listing_id: str) -> str:
@@ -201,7 +206,7 @@ class VectorStore(ABC):
     @abstractmethod
     async def search(
         self,
-        vectors: Sequence[Vector],
+        vectors: QueryVectors,
         k: int,
         filters: SearchFilters | None = None,
         *,

@@ -167,7 +167,8 @@ class TrunkCache:
                     for s in range(0, n, batch_size):
                         x = self._scaled(pixels[s : s + batch_size].to(device))
                         x = x.flip(3) if mirrored else x
-                        parts.append(net.backbone.trunk(x, start).to("cpu", torch.float16))
+                        out = net.backbone.trunk(x, start).to("cpu", torch.float16)
+                        parts.append(out.contiguous())
                     outputs.append(torch.cat(parts))
                 if not self._data:
                     self._data = [self._table(o.shape[1:], o.dtype) for o in outputs]
@@ -192,7 +193,7 @@ class TrunkCache:
     def _scaled(self, pixels: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self._pre.mean, device=pixels.device).view(1, 3, 1, 1)
         std = torch.tensor(self._pre.std, device=pixels.device).view(1, 3, 1, 1)
-        return (pixels.float() - mean) / std
+        return _channels_last((pixels.float() - mean) / std)
 
     def batch(self, indices: torch.Tensor, mirrored: torch.Tensor | None = None) -> torch.Tensor:
         """Inputs of the trainable part for `indices`, each taken mirrored where `mirrored` is."""
@@ -201,4 +202,11 @@ class TrunkCache:
             other = x.flip(3) if self.start == 0 else self._data[1].gather(indices)
             x = torch.where(mirrored.view(-1, 1, 1, 1), other, x)
         x = x.to(self.device, non_blocking=True)
-        return self._scaled(x) if self.start == 0 else x.float()
+        return _channels_last(self._scaled(x) if self.start == 0 else x.float())
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    # The depthwise and pointwise convolutions run ~1.5x faster on a CPU in channels-last
+    # layout, forward and backward (measured at batch 32 on the 2-core development machine:
+    # trunk 26 -> 38 photos/s, trainable blocks 65 -> 102 photos/s forward + backward).
+    return x.contiguous(memory_format=torch.channels_last)

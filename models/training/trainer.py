@@ -229,6 +229,8 @@ class Trainer:
         self.best: tuple[float, int, dict[str, torch.Tensor]] | None = None
         self.history: list[dict[str, Any]] = []
         self._train_cache: TrunkCache | None = None
+        # Seconds and photos of each split's trunk pass, reported with epoch 0.
+        self._trunk_passes: dict[str, dict[str, float]] = {}
         self._val_cache: TrunkCache | None = None
 
     # -- state ---------------------------------------------------------------------------------
@@ -289,7 +291,8 @@ class Trainer:
 
     def _cache(self, keys: Sequence[str], split: str, mirrors: bool) -> TrunkCache:
         pre = self.net.preprocessing
-        return TrunkCache(
+        started = time.perf_counter()
+        cache = TrunkCache(
             self.net,
             self.source.images(keys, pre, self.config.workers),
             len(keys),
@@ -300,6 +303,13 @@ class Trainer:
             desc=f"trunk ({split})",
             spill=self.config.out_dir,
         )
+        seconds = time.perf_counter() - started
+        self._trunk_passes[split] = {
+            "photos": len(keys),
+            "seconds": round(seconds, 2),
+            "photos_per_s": round(len(keys) / max(seconds, 1e-9), 1),
+        }
+        return cache
 
     def _close_caches(self) -> None:
         for cache in (self._train_cache, self._val_cache):
@@ -386,7 +396,8 @@ class Trainer:
         try:
             if not resumed:
                 # Epoch 0: the untrained projection over ImageNet features, the baseline to beat.
-                self._record({"epoch": 0, "val": self.validate()}, sink)
+                val = self.validate()
+                self._record({"epoch": 0, "val": val, "trunk": dict(self._trunk_passes)}, sink)
             while self.epoch < self.config.epochs:
                 started = time.perf_counter()
                 losses = self._train_epoch()

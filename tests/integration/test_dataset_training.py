@@ -77,6 +77,9 @@ async def test_train_then_eval_on_a_manifest(
         "item",
     }
     assert events[1]["train_photos"] == 6 * 7 and events[1]["peak_rss_mb"] > 0
+    # Epoch 0 reports the frozen trunk's one pass over each split.
+    assert events[0]["trunk"]["train"]["photos"] == 6 * 7
+    assert events[0]["trunk"]["val"]["photos"] > 0 < events[0]["trunk"]["val"]["photos_per_s"]
     assert events[2]["val"]["buyer_to_listing"]["queries"] == 3 * 3
     # Every URL was fetched once, into the cache.
     assert all(image_server.count(p) == 1 for p in image_server.routes)
