@@ -23,7 +23,7 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 
-from models.store.maxsim import maxsim_score, normalized
+from models.store.maxsim import normalized
 from models.store.types import Hit, QueryVectors, SearchFilters, Vector
 
 GROUP_FIELD: Final = "duplicate_group"
@@ -62,6 +62,18 @@ class Searcher(Protocol):
     ) -> list[Hit]: ...
 
 
+class BatchSearcher(Protocol):
+    """What grouping a bulk write needs of a store."""
+
+    async def search_batch(
+        self,
+        queries: Sequence[tuple[QueryVectors, SearchFilters | None]],
+        k: int,
+        *,
+        min_score: float | None = None,
+    ) -> list[list[Hit]]: ...
+
+
 @dataclass(frozen=True)
 class Grouped:
     """A listing to be written, with the photos it is grouped by."""
@@ -93,23 +105,36 @@ async def duplicate_group(store: Searcher, listing: Grouped, threshold: float | 
 
 
 async def batch_groups(
-    store: Searcher, batch: Sequence[Grouped], threshold: float | None
+    store: BatchSearcher, batch: Sequence[Grouped], threshold: float | None
 ) -> list[str]:
     """duplicate_group for each listing of a batch written at once: against the live collection
-    and against the batch's earlier listings, whichever matches better."""
+    (one batched search for the whole batch) and against the batch's earlier listings, whichever
+    matches better."""
+    own = [new_group(listing.listing_id, listing.version) for listing in batch]
+    if threshold is None or not batch:
+        return own
+    queries = [
+        (listing.vectors, SearchFilters(exclude_listing_ids=(listing.listing_id,)))
+        for listing in batch
+    ]
+    live = await store.search_batch(queries, 1, min_score=threshold)
+    units = [normalized(np.asarray(listing.vectors, dtype=np.float32)) for listing in batch]
+    photos = np.concatenate(units)  # every photo of the batch, listing after listing
+    starts = np.cumsum([0] + [len(unit) for unit in units[:-1]])
+    positions: dict[str, list[int]] = {}
     groups: list[str] = []
-    earlier: list[tuple[str, np.ndarray]] = []
-    for listing in batch:
-        found = await nearest_group(store, listing, threshold)
-        unit = normalized(np.asarray(listing.vectors, dtype=np.float32))
-        if threshold is not None:
-            for (other_id, other), group in zip(earlier, groups, strict=True):
-                if other_id == listing.listing_id:
-                    continue  # an older version of the same listing, replaced by this one
-                score = maxsim_score(unit, other)
-                if score >= threshold and (found is None or score > found[1]):
-                    found = (group, score)
-        own = new_group(listing.listing_id, listing.version)
-        groups.append(found[0] if found is not None else own)
-        earlier.append((listing.listing_id, unit))
+    for i, (listing, unit, hits) in enumerate(zip(batch, units, live, strict=True)):
+        found = (group_key(hits[0].payload, hits[0].listing_id), hits[0].score) if hits else None
+        if i:
+            # MaxSim against every earlier listing of the batch in one product: the best of each
+            # listing's photos per query photo, averaged over the query's photos.
+            sims = unit @ photos[: starts[i]].T
+            scores = np.maximum.reduceat(sims, starts[:i], axis=1).mean(axis=0)
+            # An older version of the same listing is replaced by this one, not matched.
+            scores[positions.get(listing.listing_id, [])] = -np.inf
+            best = int(np.argmax(scores))
+            if scores[best] >= threshold and (found is None or scores[best] > found[1]):
+                found = (groups[best], float(scores[best]))
+        groups.append(found[0] if found is not None else own[i])
+        positions.setdefault(listing.listing_id, []).append(i)
     return groups

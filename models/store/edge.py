@@ -366,10 +366,10 @@ class EdgeStore(QueryingStore):
     async def get(self, listing_id: str, with_vectors: bool = False) -> StoredListing | None:
         return await self._run(self._retrieve, listing_id, with_vectors)
 
-    def _query(
+    def _request(
         self, query: Matrix, k: int, where: Conditions, offset: int, threshold: float | None
-    ) -> list[Hit]:
-        request = qe.QueryRequest(
+    ) -> qe.QueryRequest:
+        return qe.QueryRequest(
             limit=k,
             offset=offset,
             query=qe.Query.Nearest(query.tolist()),
@@ -379,7 +379,27 @@ class EdgeStore(QueryingStore):
             with_vector=True,
             params=self._search_params,
         )
+
+    def _query(
+        self, query: Matrix, k: int, where: Conditions, offset: int, threshold: float | None
+    ) -> list[Hit]:
+        request = self._request(query, k, where, offset, threshold)
         return hits(self._require().query(request), query)
+
+    def _query_batch(
+        self, queries: Sequence[tuple[Matrix, Conditions]], k: int, thresholds: list[float | None]
+    ) -> list[list[Hit]]:
+        requests = [
+            self._request(query, k, where, 0, threshold)
+            for (query, where), threshold in zip(queries, thresholds, strict=True)
+        ]
+        found = self._require().query_batch(qe.QueryBatchRequest(requests))
+        return [hits(points, query) for points, (query, _) in zip(found, queries, strict=True)]
+
+    async def _nearest_batch(
+        self, queries: Sequence[tuple[Matrix, Conditions]], k: int, thresholds: list[float | None]
+    ) -> list[list[Hit]]:
+        return await self._run(self._query_batch, queries, k, thresholds)
 
     async def _nearest(
         self, query: Matrix, k: int, where: Conditions, offset: int, threshold: float | None

@@ -108,6 +108,12 @@ class QueryingStore(VectorStore):
         """The k best listings for a query multivector under the given conditions, after the
         `offset` best, with raw MaxSim scores of at least `threshold`."""
 
+    @abstractmethod
+    async def _nearest_batch(
+        self, queries: Sequence[tuple[Matrix, Conditions]], k: int, thresholds: list[float | None]
+    ) -> list[list[Hit]]:
+        """_nearest for each (query, conditions), in one request; one threshold per query."""
+
     async def _ranked(
         self, query: Matrix, k: int, where: Conditions, offset: int, min_score: float | None
     ) -> list[Hit]:
@@ -134,6 +140,28 @@ class QueryingStore(VectorStore):
         query = as_matrix(vectors, self._dim, "query")
         where = conditions(filters if filters is not None else SearchFilters())
         return await self._ranked(query, k, where, offset, min_score)
+
+    async def search_batch(
+        self,
+        queries: Sequence[tuple[QueryVectors, SearchFilters | None]],
+        k: int,
+        *,
+        min_score: float | None = None,
+    ) -> list[list[Hit]]:
+        if not queries or k < 1:
+            return [[] for _ in queries]
+        planned = [
+            (as_matrix(vectors, self._dim, f"query {i}"), conditions(filters or SearchFilters()))
+            for i, (vectors, filters) in enumerate(queries)
+        ]
+        # Each query's raw MaxSim is a sum over its own photos (see _ranked).
+        sizes = [query.shape[0] for query, _ in planned]
+        thresholds = [None if min_score is None else min_score * n for n in sizes]
+        found = await self._nearest_batch(planned, k, thresholds)
+        return [
+            [replace(hit, score=hit.score / n) for hit in hits]
+            for hits, n in zip(found, sizes, strict=True)
+        ]
 
     async def similar(
         self,

@@ -300,6 +300,28 @@ class ServerStore(QueryingStore):
             )
         return hits(response.points, query)
 
+    async def _nearest_batch(
+        self, queries: Sequence[tuple[Matrix, Conditions]], k: int, thresholds: list[float | None]
+    ) -> list[list[Hit]]:
+        requests = [
+            qm.QueryRequest(
+                query=query.tolist(),
+                filter=server_filter(where),
+                limit=k,
+                score_threshold=threshold,
+                with_payload=True,
+                with_vector=True,
+                params=self._search_params,
+            )
+            for (query, where), threshold in zip(queries, thresholds, strict=True)
+        ]
+        with self._errors("query"):
+            responses = await self._client.query_batch_points(self._name, requests=requests)
+        return [
+            hits(response.points, query)
+            for response, (query, _) in zip(responses, queries, strict=True)
+        ]
+
     async def facet(
         self, key: str, filters: SearchFilters | None = None, limit: int = 1000
     ) -> dict[str, int]:

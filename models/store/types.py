@@ -217,6 +217,17 @@ class VectorStore(ABC):
         skipping the `offset` best; only scores of at least `min_score` (see Hit.score)."""
 
     @abstractmethod
+    async def search_batch(
+        self,
+        queries: Sequence[tuple[QueryVectors, SearchFilters | None]],
+        k: int,
+        *,
+        min_score: float | None = None,
+    ) -> list[list[Hit]]:
+        """`search` for each (vectors, filters) of `queries` in one request (the engines plan a
+        batch as one pass over the segments): one list of hits per query, in their order."""
+
+    @abstractmethod
     async def similar(
         self,
         listing_id: str,

@@ -743,6 +743,32 @@ async def test_similar_uses_stored_vectors_and_excludes_itself(
         await store.similar("never-indexed", 5)
 
 
+async def test_a_batch_of_searches_answers_each_as_its_own_search(
+    store: VectorStore, catalog: list[Listing]
+) -> None:
+    rng = np.random.default_rng(10)
+    queries: list[tuple[Matrix, SearchFilters | None]] = [
+        (unit(rng, 1), None),
+        (unit(rng, 2), SearchFilters(category_prefix="home")),
+        (near(catalog[0].vectors[:1], rng), SearchFilters(exclude_listing_ids=["L000"])),
+        (unit(rng, 1), SearchFilters(price_max=15.0, shop_id="S1")),
+    ]
+    batched = await store.search_batch(queries, 4)
+    assert len(batched) == len(queries)
+    for (vectors, filters), hits in zip(queries, batched, strict=True):
+        alone = await store.search(vectors, 4, filters)
+        assert ids(hits) == ids(alone)
+        assert [h.score for h in hits] == pytest.approx([h.score for h in alone], abs=1e-5)
+        assert [h.matched_image_index for h in hits] == [h.matched_image_index for h in alone]
+    # min_score holds per query, on the same scale as search's (a cosine, whatever the photos).
+    cut_off = batched[1][0].score - 1e-4
+    cut = await store.search_batch(queries[1:2] + queries[:1], 4, min_score=cut_off)
+    assert ids(cut[0]) == [h.listing_id for h in batched[1] if h.score >= cut_off]
+    assert ids(cut[1]) == [h.listing_id for h in batched[0] if h.score >= cut_off]
+    assert await store.search_batch([], 4) == []
+    assert await store.search_batch(queries[:2], 0) == [[], []]
+
+
 # -- collections, aliases, persistence -----------------------------------------------------------
 
 
