@@ -106,20 +106,32 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         torch_threads=args.torch_threads,
         embed_streams=args.streams,
     )
+    probe = list(islice(cycle(files), args.model_images))
+    # The former default, TorchScript fp32, timed in this run first, on threads of its own.
+    baseline = await AsyncEmbedder.load(
+        model_settings.model_copy(update={"runtime": "torch", "precision": "fp32"})
+    )
+    try:
+        torchscript_rates = await model_only_rates(baseline, probe, args.batch_sizes)
+    finally:
+        baseline.close()
+    torchscript_best = max(torchscript_rates.values())
     runner = await AsyncEmbedder.load(model_settings)
     embedder = runner.embedder
     device = str(embedder.device)
-    probe = list(islice(cycle(files), args.model_images))
     rates = await model_only_rates(runner, probe, args.batch_sizes)
     best_batch = max(rates, key=lambda b: rates[b])
     best_rate = rates[best_batch]
     threads = await runner.run(torch.get_num_threads)
+    runtime = f"{embedder.runtime} {embedder.inference_precision}"
     print(
-        f"model only ({device}, {runner.streams} streams of {threads} threads), "
+        f"model only ({device}, {runtime}, {runner.streams} streams of {threads} threads), "
         "images/s by batch size:"
     )
     print("  " + "  ".join(f"b{b}: {r:.1f}" for b, r in rates.items()))
     print(f"  best: batch {best_batch}, {best_rate:.1f} images/s")
+    print("TorchScript fp32 (the former default), images/s by batch size:")
+    print("  " + "  ".join(f"b{b}: {r:.1f}" for b, r in torchscript_rates.items()))
     embedder.max_batch = best_batch  # the worker embeds at the device's best batch size
 
     result: dict[str, Any] = {
@@ -130,7 +142,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "torch_threads": threads,
             "embed_streams": runner.streams,
         },
+        "runtime": runtime,
         "model_only_ips": {str(b): r for b, r in rates.items()},
+        "torchscript_fp32_model_only_ips": {str(b): r for b, r in torchscript_rates.items()},
         "best_batch": best_batch,
         "best_model_ips": best_rate,
     }
@@ -216,6 +230,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await resources.close()
 
     ratio = full_ips / best_rate
+    over_torchscript = full_ips / torchscript_best
     result.update(
         {
             "settings": {
@@ -226,6 +241,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             },
             "full_speed": {"listings": args.listings, "seconds": full_s, "images_per_s": full_ips},
             "end_to_end_over_model": ratio,
+            "end_to_end_over_torchscript_model": over_torchscript,
             "fixed_rate": {
                 "rate_per_s": rate,
                 "listings": count,
@@ -233,18 +249,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             },
             "mean_images_per_embed_batch": mean_batch,
             "targets": {
-                "throughput_ratio_ge_0.8": ratio >= 0.8,
-                "p99_freshness_lt_2s": p99 < 2.0,
+                "over_torchscript_model_ge_2.5": over_torchscript >= 2.5,
+                "p99_freshness_lt_1s": p99 < 1.0,
             },
         }
     )
     print(f"\n{'metric':<42}{'value':>12}{'target':>12}{'met':>6}")
     print(f"{'end-to-end images/s':<42}{full_ips:>12.1f}")
     print(f"{'model-only images/s (best batch ' + str(best_batch) + ')':<42}{best_rate:>12.1f}")
-    print(f"{'end-to-end / model-only':<42}{ratio:>12.2f}{'>= 0.80':>12}{_yes(ratio >= 0.8):>6}")
+    print(f"{'TorchScript fp32 model-only images/s (best)':<42}{torchscript_best:>12.1f}")
+    print(f"{'end-to-end / model-only':<42}{ratio:>12.2f}")
+    print(
+        f"{'end-to-end / TorchScript fp32 model-only':<42}{over_torchscript:>12.2f}"
+        f"{'>= 2.5':>12}{_yes(over_torchscript >= 2.5):>6}"
+    )
     print(f"{'freshness p50 (s) at ' + f'{rate:.1f}/s':<42}{p50:>12.3f}")
     print(f"{'freshness p95 (s)':<42}{p95:>12.3f}")
-    print(f"{'freshness p99 (s)':<42}{p99:>12.3f}{'< 2.0':>12}{_yes(p99 < 2.0):>6}")
+    print(f"{'freshness p99 (s)':<42}{p99:>12.3f}{'< 1.0':>12}{_yes(p99 < 1.0):>6}")
     print(f"{'mean images per embed call':<42}{mean_batch:>12.1f}")
     return result
 

@@ -56,12 +56,13 @@ def stored_matrix(vector: Any) -> Matrix | None:
     return m if m.ndim == 2 and m.shape[0] > 0 else None
 
 
-def matched_image_index(unit_query: Matrix, stored: Any) -> int:
-    """Index of the stored photo closest (cosine) to any query row: the one MaxSim credited.
+def matched_image_index(unit_query: Matrix, point: Any) -> int:
+    """Index of the stored photo of a scored point (of either engine) closest (cosine) to any
+    query row: the one MaxSim credited.
 
     unit_query is normalized(query), computed once per search rather than once per hit.
     """
-    m = stored_matrix(stored)
+    m = stored_matrix(point.vector)
     if m is None or m.shape[0] == 1:
         return 0
     sims = normalized(m) @ unit_query.T

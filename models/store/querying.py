@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from abc import abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -81,17 +82,13 @@ def hits(points: Iterable[Any], query: Matrix) -> list[Hit]:
     found = []
     for p in points:
         listing = stored_listing(p, with_vectors=False)
-        # A one-photo listing matched with its only photo: its vector is not even read (the
-        # engines build it as Python floats on access, ~40 us per 1280-d photo).
+        # A one-photo listing matched with its only photo; another's vectors are read only if
+        # its matched photo is asked for (see Hit.match).
         one_photo = len(listing.payload.get("image_urls") or ()) == 1
-        found.append(
-            Hit(
-                listing_id=listing.listing_id,
-                score=float(p.score),
-                payload=listing.payload,
-                matched_image_index=0 if one_photo else matched_image_index(unit_query, p.vector),
-            )
+        match: int | Callable[[], int] = (
+            0 if one_photo else functools.partial(matched_image_index, unit_query, p)
         )
+        found.append(Hit(listing.listing_id, float(p.score), listing.payload, match))
     return found
 
 

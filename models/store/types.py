@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -87,7 +88,15 @@ class Hit:
     listing_id: str
     score: float
     payload: dict[str, Any]
-    matched_image_index: int = 0
+    # Which photo matched, or how to tell on first read: the engines build a hit's vectors as
+    # Python floats only when they are read (~40 us per 1280-d photo), and a collapsed page
+    # looks at four candidates for every hit it shows, so only the hits shown pay for it.
+    match: int | Callable[[], int] = field(default=0, repr=False, compare=False)
+
+    @cached_property
+    def matched_image_index(self) -> int:
+        """The index of the listing's photo the query matched best."""
+        return self.match if isinstance(self.match, int) else self.match()
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,7 @@ def test_rendering_tolerates_legacy_and_malformed_payloads() -> None:
         "indexed_at": None,
     }
     full = ListingPayload.from_event(event(), "m1", ["https://img.test/1.jpg", "https://b/2.jpg"])
-    hit = render_hit(Hit("L1", 0.5, full.to_store(), matched_image_index=1))
+    hit = render_hit(Hit("L1", 0.5, full.to_store(), match=1))
     assert hit == {
         "id": "L1",
         "title": "Blue mug",
@@ -161,4 +161,4 @@ def test_rendering_tolerates_legacy_and_malformed_payloads() -> None:
         "score": 0.5,
         "duplicates": None,
     }
-    assert render_hit(Hit("L2", float("nan"), {}, matched_image_index=3))["image_url"] is None
+    assert render_hit(Hit("L2", float("nan"), {}, match=3))["image_url"] is None
