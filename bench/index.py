@@ -192,6 +192,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await wait_handled(resources.metrics, sent, 120)
 
                 # Full speed: the whole catalog at once.
+                print(f"full speed: publishing {args.listings} listings", flush=True)
                 start = time.time()
                 for i in range(args.listings):
                     publish(f"full-{i}")
