@@ -346,7 +346,7 @@ async def torchscript_ms(
     """model_only_ms of the former default, TorchScript fp32, on embedder threads of its own,
     closed before the service is loaded."""
     runner = await AsyncEmbedder.load(
-        settings.model_copy(update={"runtime": "torch", "precision": "fp32", "torchscript": True})
+        settings.model_copy(update={"runtime": "torch", "precision": "fp32"})
     )
     try:
         return await model_only_ms(runner, query_jpegs, runs)

@@ -91,10 +91,12 @@ async def nearest_group(
     if threshold is None:
         return None
     others = SearchFilters(exclude_listing_ids=(listing.listing_id,))
-    hits = await store.search(listing.vectors, 1, others, min_score=threshold)
-    if not hits:
-        return None
-    return group_key(hits[0].payload, hits[0].listing_id), hits[0].score
+    return _best_group(await store.search(listing.vectors, 1, others, min_score=threshold))
+
+
+def _best_group(hits: Sequence[Hit]) -> tuple[str, float] | None:
+    """The group of a search's best hit, with its score; None when nothing was found."""
+    return (group_key(hits[0].payload, hits[0].listing_id), hits[0].score) if hits else None
 
 
 async def duplicate_group(store: Searcher, listing: Grouped, threshold: float | None) -> str:
@@ -124,7 +126,7 @@ async def batch_groups(
     positions: dict[str, list[int]] = {}
     groups: list[str] = []
     for i, (listing, unit, hits) in enumerate(zip(batch, units, live, strict=True)):
-        found = (group_key(hits[0].payload, hits[0].listing_id), hits[0].score) if hits else None
+        found = _best_group(hits)
         if i:
             # MaxSim against every earlier listing of the batch in one product: the best of each
             # listing's photos per query photo, averaged over the query's photos.

@@ -92,6 +92,21 @@ def hits(points: Iterable[Any], query: Matrix) -> list[Hit]:
     return found
 
 
+# MaxSim sums one best cosine per query photo: divided by their number it is a cosine again, so
+# a search by one photo and a listing's "more like this" share one scale (see Hit.score).
+
+
+def _raw_threshold(query: Matrix, min_score: float | None) -> float | None:
+    """The engine's score threshold (a MaxSim sum) for a per-photo `min_score`."""
+    return None if min_score is None else min_score * query.shape[0]
+
+
+def _per_photo(found: list[Hit], query: Matrix) -> list[Hit]:
+    """The engine's MaxSim sums as per-photo scores."""
+    n = query.shape[0]
+    return [replace(hit, score=hit.score / n) for hit in found]
+
+
 class QueryingStore(VectorStore):
     """search and similar, written once; a backend supplies the nearest-neighbour query."""
 
@@ -118,12 +133,8 @@ class QueryingStore(VectorStore):
             return []
         if offset < 0:
             raise ValueError(f"offset must be 0 or more, got {offset}")
-        # MaxSim sums one best cosine per query photo: divided by their number it is a cosine
-        # again, so a search by one photo and a listing's "more like this" share one scale.
-        n = query.shape[0]
-        threshold = None if min_score is None else min_score * n
-        found = await self._nearest(query, k, where, offset, threshold)
-        return [replace(hit, score=hit.score / n) for hit in found]
+        found = await self._nearest(query, k, where, offset, _raw_threshold(query, min_score))
+        return _per_photo(found, query)
 
     async def search(
         self,
@@ -151,14 +162,9 @@ class QueryingStore(VectorStore):
             (as_matrix(vectors, self._dim, f"query {i}"), conditions(filters or SearchFilters()))
             for i, (vectors, filters) in enumerate(queries)
         ]
-        # Each query's raw MaxSim is a sum over its own photos (see _ranked).
-        sizes = [query.shape[0] for query, _ in planned]
-        thresholds = [None if min_score is None else min_score * n for n in sizes]
+        thresholds = [_raw_threshold(query, min_score) for query, _ in planned]
         found = await self._nearest_batch(planned, k, thresholds)
-        return [
-            [replace(hit, score=hit.score / n) for hit in hits]
-            for hits, n in zip(found, sizes, strict=True)
-        ]
+        return [_per_photo(hits, query) for hits, (query, _) in zip(found, planned, strict=True)]
 
     async def similar(
         self,
