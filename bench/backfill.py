@@ -1,5 +1,6 @@
 """`lookalike backfill` into an empty Edge index: listings/s with the vectors supplied, for a
-generated catalog of 1 to 4 photos a listing, 256-d or 1280-d vectors."""
+generated catalog of 1 to 4 photos a listing, 256-d or 1280-d vectors, with duplicate grouping
+(the default) or without it (`--no-grouping`)."""
 
 from __future__ import annotations
 
@@ -54,19 +55,24 @@ async def run(args: argparse.Namespace) -> None:
         started = time.perf_counter()
         batch = validate(catalog, "jsonl")
         validated = time.perf_counter() - started
+        store = StoreSettings(index_path=root / "index")
+        if args.no_grouping:
+            store = store.model_copy(update={"duplicate_threshold": None})
         result = await backfill(
             batch,
             load_vectors(vectors),
-            StoreSettings(index_path=root / "index"),
+            store,
             "bench-backfill",
             args.dim,
+            optimize=False,  # bench.scale measures the index build
         )
     print(
         f"{platform.node()} · {os.cpu_count()} CPUs · load {os.getloadavg()[0]:.1f} · "
         f"{datetime.now(UTC):%Y-%m-%d}"
     )
     print(
-        f"{args.listings} listings, {photos} photos, {args.dim}-d: validated in {validated:.1f} s, "
+        f"{args.listings} listings, {photos} photos, {args.dim}-d, "
+        f"{'no grouping' if args.no_grouping else 'grouped'}: validated in {validated:.1f} s, "
         f"written in {result.seconds:.1f} s = {result.per_second:.0f} listings/s "
         f"({args.listings / (validated + result.seconds):.0f}/s with validation)"
     )
@@ -77,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--listings", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--no-grouping", action="store_true", help="as lookalike backfill's")
     asyncio.run(run(parser.parse_args(argv)))
 
 

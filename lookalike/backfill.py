@@ -43,6 +43,8 @@ class BackfillResult:
     written: int = 0
     tombstoned: int = 0
     seconds: float = 0.0
+    # The index build after the writes; None when it was left to the worker.
+    optimize_seconds: float | None = None
 
     @property
     def per_second(self) -> float:
@@ -120,8 +122,11 @@ async def backfill(
     model_id: str,
     dim: int,
     progress: bool = True,
+    optimize: bool = True,
 ) -> BackfillResult:
-    """Write every event of `batch` with its vectors; returns what was written and how fast."""
+    """Write every event of `batch` with its vectors, then build the search index (unless
+    `optimize` is off: the worker builds it only after writes of its own); returns what was
+    written and how fast."""
     if settings.qdrant_url is None and writer_active(settings.index_path):
         raise BackfillError(
             f"a worker holds the index at {settings.index_path}; stop it, backfill, start it"
@@ -141,8 +146,12 @@ async def backfill(
                 result.written += written
                 result.tombstoned += tombstoned
                 bar.update(count)
-    finally:
         result.seconds = time.perf_counter() - started
+        if optimize:
+            built = time.perf_counter()
+            await store.optimize()
+            result.optimize_seconds = time.perf_counter() - built
+    finally:
         await store.close()
     return result
 

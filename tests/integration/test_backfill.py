@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from models.duplicates import group_key
 from models.network import load_model
 from models.settings import StoreSettings
 from models.store.factory import open_store
@@ -87,3 +88,39 @@ async def test_a_backfill_writes_each_listing_once_under_the_version_guard(
         assert [h.listing_id for h in hits] == ["L1"]
     finally:
         await store.close()
+
+
+async def test_a_backfill_groups_copies_and_builds_the_index_unless_told_not_to(
+    tmp_path: Path,
+) -> None:
+    net = load_model()
+    rng = np.random.default_rng(9)
+    photo = rng.standard_normal(net.dim).astype(np.float32)
+    other = rng.standard_normal(net.dim).astype(np.float32)
+    rows = np.stack([photo, photo, other])
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    catalog = tmp_path / "catalog.jsonl"
+    # Two shops' listings of the same photo, and an unrelated one.
+    events = [upsert("A", 1, 1, "a"), upsert("B", 1, 1, "copy of a"), upsert("C", 1, 1, "c")]
+    catalog.write_text("".join(json.dumps(e) + "\n" for e in events))
+    np.save(tmp_path / "vectors.npy", rows)
+
+    async def groups(index: Path, *flags: str) -> dict[str, str]:
+        code, out, err = await run(
+            index, "backfill", str(catalog), "--vectors", str(tmp_path / "vectors.npy"), *flags
+        )
+        assert code == 0, err
+        # The search index is built after the writes, unless that is left to the worker.
+        assert ("search index built" in out) == ("--no-optimize" not in flags), out
+        store = open_store(StoreSettings(index_path=index), net.model_id, net.dim)
+        await store.ensure_collection()
+        try:
+            found = {lid: await store.get(lid) for lid in "ABC"}
+        finally:
+            await store.close()
+        return {lid: group_key(s.payload, lid) for lid, s in found.items() if s is not None}
+
+    grouped = await groups(tmp_path / "grouped")
+    assert grouped["B"] == grouped["A"] != grouped["C"]
+    apart = await groups(tmp_path / "apart", "--no-grouping", "--no-optimize")
+    assert len(set(apart.values())) == 3
