@@ -111,7 +111,15 @@ class OpenVinoBackend:
                 ready_s=round(time.perf_counter() - start, 2),
                 ir=str(xml),
             )
-        return cls(compiled, plan.precision, plan.streams)
+        backend = cls(compiled, plan.precision, plan.streams)
+        # The first inference initialises C++ statics in OpenVINO's Python binding (the dtype
+        # table behind Type.to_dtype). Two embedder threads making that first call at once
+        # deadlocked a worker at start: one held the static's init guard while waiting for the
+        # GIL, the other held the GIL while waiting on the guard (py-spy dump --native of the
+        # hung worker, OpenVINO 2026.4.1). So it is made here, on the one thread that opens it.
+        size = model.preprocessing.size
+        backend.infer(torch.zeros((1, 3, size, size), dtype=torch.float32))
+        return backend
 
     def infer(self, batch: torch.Tensor) -> np.ndarray:
         x = batch.detach().to("cpu", torch.float32).contiguous().numpy()
