@@ -55,16 +55,14 @@ async def run(args: argparse.Namespace) -> None:
         started = time.perf_counter()
         batch = validate(catalog, "jsonl")
         validated = time.perf_counter() - started
-        store = StoreSettings(index_path=root / "index")
-        if args.no_grouping:
-            store = store.model_copy(update={"duplicate_threshold": None})
         result = await backfill(
             batch,
             load_vectors(vectors),
-            store,
+            StoreSettings(index_path=root / "index"),
             "bench-backfill",
             args.dim,
             optimize=False,  # bench.scale measures the index build
+            grouping=not args.no_grouping,
         )
     print(
         f"{platform.node()} · {os.cpu_count()} CPUs · load {os.getloadavg()[0]:.1f} · "

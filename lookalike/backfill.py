@@ -123,14 +123,17 @@ async def backfill(
     dim: int,
     progress: bool = True,
     optimize: bool = True,
+    grouping: bool = True,
 ) -> BackfillResult:
-    """Write every event of `batch` with its vectors, then build the search index (unless
+    """Write every event of `batch` with its vectors, each in the duplicate group the indexer
+    would give it (unless `grouping` is off: its own), then build the search index (unless
     `optimize` is off: the worker builds it only after writes of its own); returns what was
     written and how fast."""
     if settings.qdrant_url is None and writer_active(settings.index_path):
         raise BackfillError(
             f"a worker holds the index at {settings.index_path}; stop it, backfill, start it"
         )
+    threshold = settings.duplicate_threshold if grouping else None
     events = batch.parsed
     check_vectors(events, vectors, dim)
     result = BackfillResult()
@@ -140,9 +143,7 @@ async def backfill(
     try:
         with tqdm(total=len(events), desc="backfill", unit="listing", disable=not progress) as bar:
             for chunk, count in _batches(events, vectors):
-                written, tombstoned = await _write(
-                    store, chunk, model_id, settings.duplicate_threshold
-                )
+                written, tombstoned = await _write(store, chunk, model_id, threshold)
                 result.written += written
                 result.tombstoned += tombstoned
                 bar.update(count)

@@ -143,11 +143,16 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     try:
         net = load_model(model.model_name, model.model_checkpoint)
         vectors = load_vectors(args.vectors)
-        store = StoreSettings()
-        if args.no_grouping:
-            store = store.model_copy(update={"duplicate_threshold": None})
         result = asyncio.run(
-            backfill(batch, vectors, store, net.model_id, net.dim, optimize=not args.no_optimize)
+            backfill(
+                batch,
+                vectors,
+                StoreSettings(),
+                net.model_id,
+                net.dim,
+                optimize=not args.no_optimize,
+                grouping=not args.no_grouping,
+            )
         )
     except (BackfillError, CheckpointError) as exc:
         print(f"backfill: {exc}", file=sys.stderr)
