@@ -17,11 +17,21 @@ from models.store.types import category_prefixes
 
 IndexKind = Literal["keyword", "integer", "float", "bool"]
 INDEX_KEY: Final = "index"
+GRAPH_KEY: Final = "graph"
 
 
-def indexed(kind: IndexKind, description: str | None = None) -> FieldInfo:
-    """A field filters touch: the store keeps a payload index of this kind on it."""
-    info: FieldInfo = Field(description=description, json_schema_extra={INDEX_KEY: kind})
+def indexed(kind: IndexKind, description: str | None = None, *, graph: bool = False) -> FieldInfo:
+    """A field filters touch: the store keeps a payload index of this kind on it.
+
+    graph: searches filter on the field with values that narrow the catalog to a part of it (a
+    category, a price band, a shop), so the engine also links the points of each large value in
+    the HNSW graph, keeping a filtered search connected. Those links cost index build time per
+    field, so fields only looked up (ids, versions, tombstones) or matched by nearly every point
+    (state, currency) go without."""
+    extra: dict[str, Any] = {INDEX_KEY: kind}
+    if graph:
+        extra[GRAPH_KEY] = True
+    info: FieldInfo = Field(description=description, json_schema_extra=extra)
     return info
 
 
@@ -47,6 +57,15 @@ class StoredPayload(BaseModel):
             if isinstance(extra, dict) and INDEX_KEY in extra:
                 kinds[name] = typing.cast(IndexKind, extra[INDEX_KEY])
         return kinds
+
+    @classmethod
+    def graph_fields(cls) -> frozenset[str]:
+        """The indexed fields whose values get links of their own in the HNSW graph."""
+        return frozenset(
+            name
+            for name, info in cls.model_fields.items()
+            if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get(GRAPH_KEY)
+        )
 
     @classmethod
     def readable(
@@ -107,12 +126,12 @@ class ListingPayload(StoredPayload):
     title: str
     category: Annotated[str, Field(description="Slash-separated, e.g. home/kitchen/mugs.")]
     # Every prefix of the category, so a prefix filter is one keyword match.
-    category_path: Annotated[list[str], indexed("keyword")]
+    category_path: Annotated[list[str], indexed("keyword", graph=True)]
     # The amount as a float for range filters; price_amount keeps the exact decimal string.
-    price: Annotated[float, indexed("float")]
+    price: Annotated[float, indexed("float", graph=True)]
     price_amount: str
     currency: Annotated[str, indexed("keyword")]
-    shop_id: Annotated[str, indexed("keyword")]
+    shop_id: Annotated[str, indexed("keyword", graph=True)]
     state: Annotated[str, indexed("keyword")]
     # The event's photos; image_urls are the ones that could be fetched and embedded, in the
     # order of the point's vectors, image_hashes their content hashes.
@@ -188,3 +207,14 @@ def payload_indexes(models: Iterable[type[StoredPayload]] = STORED_MODELS) -> di
             if kinds.setdefault(name, kind) != kind:
                 raise TypeError(f"payload field {name!r} is indexed as {kinds[name]} and {kind}")
     return kinds
+
+
+def payload_graph_fields(models: Iterable[type[StoredPayload]] = STORED_MODELS) -> frozenset[str]:
+    """The indexed fields that get HNSW links of their own (see indexed); a field one model links
+    and another does not is a mistake the store could not honour."""
+    graph = frozenset().union(*(m.graph_fields() for m in models))
+    for model in models:
+        kinds = model.index_kinds()
+        for name in graph & set(kinds) - model.graph_fields():
+            raise TypeError(f"payload field {name!r} is linked in the graph by one model only")
+    return graph

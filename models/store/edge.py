@@ -20,6 +20,7 @@ import qdrant_edge as qe
 from models.payload import IndexKind, TombstonePayload
 from models.store.aliases import AliasFile
 from models.store.filters import (
+    GRAPH_INDEXED,
     PAYLOAD_INDEXES,
     Conditions,
     conditions,
@@ -76,12 +77,16 @@ def stored_vector_size(shard_path: Path) -> int | None:
     return size if isinstance(size, int) else None
 
 
-_SCHEMAS: dict[IndexKind, qe.PayloadSchemaType] = {
-    "keyword": qe.PayloadSchemaType.Keyword,
-    "integer": qe.PayloadSchemaType.Integer,
-    "float": qe.PayloadSchemaType.Float,
-    "bool": qe.PayloadSchemaType.Bool,
-}
+def _edge_index_params(
+    kind: IndexKind, graph: bool
+) -> qe.KeywordIndexParams | qe.IntegerIndexParams | qe.FloatIndexParams | qe.BoolIndexParams:
+    if kind == "keyword":
+        return qe.KeywordIndexParams(enable_hnsw=graph)
+    if kind == "integer":
+        return qe.IntegerIndexParams(enable_hnsw=graph)
+    if kind == "float":
+        return qe.FloatIndexParams(enable_hnsw=graph)
+    return qe.BoolIndexParams(enable_hnsw=graph)
 
 
 def copy_shard(index_path: Path, collection_name: str, into: Path) -> Path:
@@ -257,7 +262,8 @@ class EdgeStore(QueryingStore):
             present = shard.info().payload_schema
             for field, kind in PAYLOAD_INDEXES.items():
                 if field not in present:
-                    shard.update(qe.UpdateOperation.create_field_index(field, _SCHEMAS[kind]))
+                    params = _edge_index_params(kind, field in GRAPH_INDEXED)
+                    shard.update(qe.UpdateOperation.create_field_index(field, params))
         except BaseException:
             shard.close()
             raise

@@ -10,7 +10,7 @@ import qdrant_edge as qe
 from qdrant_client import models as qm
 
 from models.duplicates import GROUP_FIELD
-from models.payload import IndexKind, payload_indexes
+from models.payload import IndexKind, payload_graph_fields, payload_indexes
 from models.store.types import SearchFilters, category_prefixes, point_id
 
 ACTIVE_STATE: Final = "active"
@@ -21,6 +21,8 @@ TOMBSTONED_AT: Final = "tombstoned_at"
 # Every payload field a filter touches has an index, so filtering happens inside the vector search.
 # Declared on the fields of models.payload: a new filtered field is one edit there.
 PAYLOAD_INDEXES: Final[dict[str, IndexKind]] = payload_indexes()
+# The indexed fields whose large values are linked in the HNSW graph (models.payload.indexed).
+GRAPH_INDEXED: Final[frozenset[str]] = payload_graph_fields()
 
 # Live listings are the points without a "tombstone" field: only tombstone() writes one (True),
 # and qdrant-edge 0.9's MatchValue(True) matches no stored boolean, so both engines test emptiness.

@@ -14,6 +14,7 @@ from qdrant_client import models as qm
 
 from models.payload import IndexKind, TombstonePayload
 from models.store.filters import (
+    GRAPH_INDEXED,
     PAYLOAD_INDEXES,
     Conditions,
     conditions,
@@ -52,12 +53,19 @@ from models.store.types import (
 
 log = logging.getLogger(__name__)
 
-_SCHEMAS: dict[IndexKind, qm.PayloadSchemaType] = {
-    "keyword": qm.PayloadSchemaType.KEYWORD,
-    "integer": qm.PayloadSchemaType.INTEGER,
-    "float": qm.PayloadSchemaType.FLOAT,
-    "bool": qm.PayloadSchemaType.BOOL,
-}
+
+def _server_index_params(
+    kind: IndexKind, graph: bool
+) -> qm.KeywordIndexParams | qm.IntegerIndexParams | qm.FloatIndexParams | qm.BoolIndexParams:
+    if kind == "keyword":
+        return qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, enable_hnsw=graph)
+    if kind == "integer":
+        return qm.IntegerIndexParams(type=qm.IntegerIndexType.INTEGER, enable_hnsw=graph)
+    if kind == "float":
+        return qm.FloatIndexParams(type=qm.FloatIndexType.FLOAT, enable_hnsw=graph)
+    return qm.BoolIndexParams(type=qm.BoolIndexType.BOOL, enable_hnsw=graph)
+
+
 # How often optimize() looks at the collection's status while the server builds indexes.
 OPTIMIZE_POLL_S = 0.5
 
@@ -197,7 +205,10 @@ class ServerStore(QueryingStore):
             for field, kind in PAYLOAD_INDEXES.items():
                 if field not in present:
                     await self._client.create_payload_index(
-                        self._name, field, field_schema=_SCHEMAS[kind], wait=True
+                        collection_name=self._name,
+                        field_name=field,
+                        field_schema=_server_index_params(kind, field in GRAPH_INDEXED),
+                        wait=True,
                     )
 
     async def close(self) -> None:

@@ -8,11 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import qdrant_edge as qe
 from qdrant_client import AsyncQdrantClient
 
 from models.settings import StoreSettings
 from models.store.edge import EDGE_CONFIG_FILE, EdgeStore
 from models.store.factory import open_store
+from models.store.filters import PAYLOAD_INDEXES
 from models.store.layout import StoreLayout
 from models.store.server import ServerStore
 from tests.integration.test_store import ALIAS, DIM, ids, make_catalog, maxsim_order, unit
@@ -101,6 +103,10 @@ class RecordingClient(AsyncQdrantClient):
         self.calls.setdefault("query_points", []).append(kwargs)
         return await super().query_points(*args, **kwargs)
 
+    async def create_payload_index(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.setdefault("create_payload_index", []).append(kwargs)
+        return await super().create_payload_index(*args, **kwargs)
+
 
 async def test_the_server_collection_is_created_with_the_layout_and_searched_with_rescoring() -> (
     None
@@ -147,3 +153,35 @@ async def test_the_server_collection_is_created_with_the_layout_and_searched_wit
         assert params.hnsw_ef == 256 and params.acorn.enable is True
     finally:
         await store.close()
+
+
+# Searches filter by category, price and shop: only those fields' values get HNSW links of their
+# own; ids, versions, tombstones, state and currency are looked up or match nearly every listing.
+GRAPH_LINKED = {"category_path", "price", "shop_id"}
+
+
+async def test_edge_links_only_the_search_filter_fields_in_the_graph(tmp_path: Path) -> None:
+    store = EdgeStore(tmp_path / "index", ALIAS, "listings__m1", DIM, indexing_threshold_kb=1)
+    await store.ensure_collection()
+    await store.close()
+    shard = qe.EdgeShard.load(str(tmp_path / "index" / "listings__m1"))
+    try:
+        schema = shard.info().payload_schema
+        assert set(schema) == set(PAYLOAD_INDEXES)
+        enabled = {name: getattr(i.params, "enable_hnsw", None) for name, i in schema.items()}
+        assert {name for name, on in enabled.items() if on} == GRAPH_LINKED
+        assert all(on is False for name, on in enabled.items() if name not in GRAPH_LINKED)
+    finally:
+        shard.close()
+
+
+async def test_the_server_links_only_the_search_filter_fields_in_the_graph() -> None:
+    client = RecordingClient(location=":memory:")
+    client.calls = {}
+    store = ServerStore(client, ALIAS, "listings__m1", DIM, local_mode=True)
+    await store.ensure_collection()
+    await store.close()
+    created = {c["field_name"]: c["field_schema"] for c in client.calls["create_payload_index"]}
+    assert set(created) == set(PAYLOAD_INDEXES)
+    assert {name for name, schema in created.items() if schema.enable_hnsw} == GRAPH_LINKED
+    assert {name: schema.type.value for name, schema in created.items()} == PAYLOAD_INDEXES

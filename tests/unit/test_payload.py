@@ -15,6 +15,7 @@ from models.payload import (
     StoredPayload,
     TombstonePayload,
     indexed,
+    payload_graph_fields,
     payload_indexes,
 )
 from models.store.filters import PAYLOAD_INDEXES
@@ -108,6 +109,20 @@ def test_payload_indexes_are_the_ones_the_model_fields_declare() -> None:
         "tombstone": "bool",
         "tombstoned_at": "float",
     }
+
+
+def test_only_the_narrowing_search_filters_are_linked_in_the_graph() -> None:
+    assert payload_graph_fields() == {"category_path", "price", "shop_id"}
+    assert ListingPayload.graph_fields() == payload_graph_fields()
+    assert TombstonePayload.graph_fields() == frozenset()
+
+
+def test_a_field_linked_by_one_model_only_is_refused() -> None:
+    class Other(StoredPayload):
+        price: Annotated[float, indexed("float")]
+
+    with pytest.raises(TypeError, match="price"):
+        payload_graph_fields([ListingPayload, Other])
 
 
 def test_a_field_indexed_two_ways_is_refused() -> None:
