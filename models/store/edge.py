@@ -78,15 +78,17 @@ def stored_vector_size(shard_path: Path) -> int | None:
 
 
 def _edge_index_params(
-    kind: IndexKind, graph: bool
+    kind: IndexKind, graph: bool, on_disk: bool
 ) -> qe.KeywordIndexParams | qe.IntegerIndexParams | qe.FloatIndexParams | qe.BoolIndexParams:
+    """A payload index: HNSW links of its own only for a graph field (models.payload.indexed),
+    memory-mapped from disk when the layout keeps the payload there."""
     if kind == "keyword":
-        return qe.KeywordIndexParams(enable_hnsw=graph)
+        return qe.KeywordIndexParams(enable_hnsw=graph, on_disk=on_disk)
     if kind == "integer":
-        return qe.IntegerIndexParams(enable_hnsw=graph)
+        return qe.IntegerIndexParams(enable_hnsw=graph, on_disk=on_disk)
     if kind == "float":
-        return qe.FloatIndexParams(enable_hnsw=graph)
-    return qe.BoolIndexParams(enable_hnsw=graph)
+        return qe.FloatIndexParams(enable_hnsw=graph, on_disk=on_disk)
+    return qe.BoolIndexParams(enable_hnsw=graph, on_disk=on_disk)
 
 
 def copy_shard(index_path: Path, collection_name: str, into: Path) -> Path:
@@ -260,9 +262,10 @@ class EdgeStore(QueryingStore):
             shard = qe.EdgeShard.create(str(path), self._config())
         try:
             present = shard.info().payload_schema
+            on_disk = self._layout.on_disk
             for field, kind in PAYLOAD_INDEXES.items():
                 if field not in present:
-                    params = _edge_index_params(kind, field in GRAPH_INDEXED)
+                    params = _edge_index_params(kind, field in GRAPH_INDEXED, on_disk)
                     shard.update(qe.UpdateOperation.create_field_index(field, params))
         except BaseException:
             shard.close()

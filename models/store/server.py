@@ -55,15 +55,17 @@ log = logging.getLogger(__name__)
 
 
 def _server_index_params(
-    kind: IndexKind, graph: bool
+    kind: IndexKind, graph: bool, on_disk: bool
 ) -> qm.KeywordIndexParams | qm.IntegerIndexParams | qm.FloatIndexParams | qm.BoolIndexParams:
+    """models.store.edge's _edge_index_params for qdrant-client."""
+    options: dict[str, Any] = {"enable_hnsw": graph, "on_disk": on_disk}
     if kind == "keyword":
-        return qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, enable_hnsw=graph)
+        return qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, **options)
     if kind == "integer":
-        return qm.IntegerIndexParams(type=qm.IntegerIndexType.INTEGER, enable_hnsw=graph)
+        return qm.IntegerIndexParams(type=qm.IntegerIndexType.INTEGER, **options)
     if kind == "float":
-        return qm.FloatIndexParams(type=qm.FloatIndexType.FLOAT, enable_hnsw=graph)
-    return qm.BoolIndexParams(type=qm.BoolIndexType.BOOL, enable_hnsw=graph)
+        return qm.FloatIndexParams(type=qm.FloatIndexType.FLOAT, **options)
+    return qm.BoolIndexParams(type=qm.BoolIndexType.BOOL, **options)
 
 
 # How often optimize() looks at the collection's status while the server builds indexes.
@@ -207,7 +209,9 @@ class ServerStore(QueryingStore):
                     await self._client.create_payload_index(
                         collection_name=self._name,
                         field_name=field,
-                        field_schema=_server_index_params(kind, field in GRAPH_INDEXED),
+                        field_schema=_server_index_params(
+                            kind, field in GRAPH_INDEXED, self._layout.on_disk
+                        ),
                         wait=True,
                     )
 

@@ -160,28 +160,36 @@ async def test_the_server_collection_is_created_with_the_layout_and_searched_wit
 GRAPH_LINKED = {"category_path", "price", "shop_id"}
 
 
-async def test_edge_links_only_the_search_filter_fields_in_the_graph(tmp_path: Path) -> None:
-    store = EdgeStore(tmp_path / "index", ALIAS, "listings__m1", DIM, indexing_threshold_kb=1)
+@pytest.mark.parametrize("on_disk", [False, True])
+async def test_edge_links_only_the_search_filter_fields_in_the_graph(
+    tmp_path: Path, on_disk: bool
+) -> None:
+    layout = StoreLayout(on_disk=on_disk)
+    store = EdgeStore(tmp_path / "index", ALIAS, "listings__m1", DIM, layout=layout)
     await store.ensure_collection()
     await store.close()
     shard = qe.EdgeShard.load(str(tmp_path / "index" / "listings__m1"))
     try:
-        schema = shard.info().payload_schema
-        assert set(schema) == set(PAYLOAD_INDEXES)
-        enabled = {name: getattr(i.params, "enable_hnsw", None) for name, i in schema.items()}
-        assert {name for name, on in enabled.items() if on} == GRAPH_LINKED
-        assert all(on is False for name, on in enabled.items() if name not in GRAPH_LINKED)
+        schema = {name: index.params for name, index in shard.info().payload_schema.items()}
     finally:
         shard.close()
+    assert set(schema) == set(PAYLOAD_INDEXES)
+    enabled = {name: getattr(params, "enable_hnsw", None) for name, params in schema.items()}
+    assert {name for name, on in enabled.items() if on} == GRAPH_LINKED
+    assert all(on is False for name, on in enabled.items() if name not in GRAPH_LINKED)
+    # The payload indexes live where the layout keeps the payload.
+    assert {getattr(params, "on_disk", None) for params in schema.values()} == {on_disk}
 
 
 async def test_the_server_links_only_the_search_filter_fields_in_the_graph() -> None:
     client = RecordingClient(location=":memory:")
     client.calls = {}
-    store = ServerStore(client, ALIAS, "listings__m1", DIM, local_mode=True)
+    layout = StoreLayout(on_disk=True)
+    store = ServerStore(client, ALIAS, "listings__m1", DIM, local_mode=True, layout=layout)
     await store.ensure_collection()
     await store.close()
     created = {c["field_name"]: c["field_schema"] for c in client.calls["create_payload_index"]}
     assert set(created) == set(PAYLOAD_INDEXES)
     assert {name for name, schema in created.items() if schema.enable_hnsw} == GRAPH_LINKED
     assert {name: schema.type.value for name, schema in created.items()} == PAYLOAD_INDEXES
+    assert {schema.on_disk for schema in created.values()} == {True}
