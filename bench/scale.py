@@ -1,6 +1,6 @@
 """Index scale: bulk upsert rate, optimize time, memory and disk per listing, filtered search
 latency and recall@10 against exact search, by catalog size, vector size and quantization, and
-for each built index by the search-time settings (--hnsw-ef, --acorn).
+for each built index by the search-time settings (--hnsw-ef, --oversampling, --acorn).
 
 Each index is built once under --cache and reused by later runs (a run that stopped half way
 starts that index again); the upsert and the index build are each bounded by --build-limit-s and
@@ -42,6 +42,7 @@ CATEGORY_FILTER = "home_and_living"
 PRICE_MIN, PRICE_MAX = 20.0, 120.0
 # Markers in a cached index: its catalog is written; its search index is built too.
 UPSERTED, COMPLETE = ".upserted", ".complete"
+DEFAULT_OVERSAMPLING = StoreSettings.model_fields["quantization_oversampling"].default
 
 
 def bases(dim: int, cache: Path) -> np.ndarray:
@@ -130,6 +131,19 @@ def resident() -> tuple[int, int]:
     return fields["Rss"], fields["Anonymous"]
 
 
+def cached_truth(
+    cache: Path, size: int, base: np.ndarray, seed: int, qs: np.ndarray
+) -> list[list[str]]:
+    """exact_top10, kept beside the indexes: at 1M it is minutes of numpy per search setting."""
+    path = cache / f"truth-{base.shape[1]}d-{size}-seed{seed}.json"
+    if path.exists():
+        kept: list[list[str]] = json.loads(path.read_text())
+        return kept
+    truth = exact_top10(size, base, seed, qs)
+    path.write_text(json.dumps(truth))
+    return truth
+
+
 def _du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -154,14 +168,21 @@ class Result:
     # Search-time settings of the measurement (None: the engine's default ef).
     hnsw_ef: int | None = None
     acorn: bool = False
+    # Candidates rescored with the original vectors, per result (quantized indexes only).
+    oversampling: float = DEFAULT_OVERSAMPLING
 
 
 def _settings(
-    index: Path, quantization: str, hnsw_ef: int | None = None, acorn: bool = False
+    index: Path,
+    quantization: str,
+    hnsw_ef: int | None = None,
+    acorn: bool = False,
+    oversampling: float = DEFAULT_OVERSAMPLING,
 ) -> StoreSettings:
     return StoreSettings(
         index_path=index,
         quantization=quantization,  # type: ignore[arg-type]
+        quantization_oversampling=oversampling,
         store_on_disk=quantization != "none",
         hnsw_ef=hnsw_ef,
         acorn=acorn,
@@ -251,7 +272,9 @@ async def measure(index: Path, result: Result, seed: int) -> Result:
         category_prefix=CATEGORY_FILTER, price_min=PRICE_MIN, price_max=PRICE_MAX
     )
     before, before_anon = resident()
-    settings = _settings(index, result.quantization, result.hnsw_ef, result.acorn)
+    settings = _settings(
+        index, result.quantization, result.hnsw_ef, result.acorn, result.oversampling
+    )
     store = open_store(settings, "scale", result.dim)
     await store.ensure_collection()
     try:
@@ -272,7 +295,7 @@ async def measure(index: Path, result: Result, seed: int) -> Result:
         await store.close()
     result.p50_ms = percentile(latencies, 50) * 1000
     result.p99_ms = percentile(latencies, 99) * 1000
-    truth = exact_top10(result.size, base, seed, qs)
+    truth = cached_truth(index.parent, result.size, base, seed, qs)
     result.recall_at_10 = statistics.mean(
         len(set(got) & set(want)) / max(1, len(want))
         for got, want in zip(found, truth, strict=True)
@@ -287,9 +310,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for size in args.sizes:
             for quantization in args.quantization:
                 index = args.cache / f"{dim}d-{size}-{quantization}"
-                for ef, acorn in [(ef or None, a) for ef in args.hnsw_ef for a in args.acorn]:
+                searches = [
+                    (ef or None, a, o)
+                    for ef in args.hnsw_ef
+                    for a in args.acorn
+                    for o in (args.oversampling if quantization != "none" else [None])
+                ]
+                for ef, acorn, over in searches:
                     variant = f"-ef{ef}" if ef else ""
                     variant += "-acorn" if acorn else ""
+                    if over is not None and over != DEFAULT_OVERSAMPLING:
+                        variant += f"-os{over:g}"
                     cached = args.cache / f"{dim}d-{size}-{quantization}{variant}.json"
                     if cached.exists() and not args.rebuild:
                         done = Result(**json.loads(cached.read_text()))
@@ -297,6 +328,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             results.append(done)
                             continue
                     marker = index / COMPLETE
+                    if args.no_build and not marker.exists():
+                        results.append(
+                            Result(size, dim, quantization, False, note="not built (--no-build)")
+                        )
+                        continue
                     fresh = args.rebuild and not variant
                     if marker.exists() and not fresh:
                         built = Result(**json.loads(marker.read_text()))
@@ -306,7 +342,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         built = await build(
                             index, size, dim, quantization, args.seed, args.build_limit_s
                         )
-                    result = replace(built, hnsw_ef=ef, acorn=acorn)
+                    result = replace(
+                        built,
+                        hnsw_ef=ef,
+                        acorn=acorn,
+                        oversampling=DEFAULT_OVERSAMPLING if over is None else over,
+                    )
                     if result.fitted:
                         result = await measure(index, result, args.seed)
                     cached.write_text(json.dumps(asdict(result)))
@@ -325,9 +366,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     print("-" * len(header))
     for r in results:
         if not r.fitted:
-            print(f"{r.dim:>5}{r.size:>10}{r.quantization:>8}  did not fit: {r.note}")
+            state = "" if r.note.startswith("not built") else "did not fit: "
+            print(f"{r.dim:>5}{r.size:>10}{r.quantization:>8}  {state}{r.note}")
             continue
         search = (f"ef {r.hnsw_ef}" if r.hnsw_ef else "default") + (" acorn" if r.acorn else "")
+        if r.quantization != "none" and r.oversampling != DEFAULT_OVERSAMPLING:
+            search += f" os {r.oversampling:g}"
         print(
             f"{r.dim:>5}{r.size:>10}{r.quantization:>8}{search:>16}{r.upsert_per_s:>10.0f}{r.optimize_s:>9.1f}s"
             f"{r.rss_per_listing_b:>9.0f}{r.anon_per_listing_b:>9.0f}{r.disk_per_listing_b:>10.0f}{r.p50_ms:>6.2f}ms"
@@ -356,6 +400,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--hnsw-ef", type=_ints, default=[0], help="search-time ef values; 0: the engine's"
     )
     parser.add_argument(
+        "--oversampling",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[DEFAULT_OVERSAMPLING],
+        help="quantized indexes: candidates rescored per result",
+    )
+    parser.add_argument(
         "--acorn",
         type=lambda s: [v == "on" for v in s.split(",")],
         default=[False],
@@ -363,6 +413,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="built indexes, reused")
     parser.add_argument("--rebuild", action="store_true", help="build and measure again")
+    parser.add_argument(
+        "--no-build",
+        action="store_true",
+        help="report the indexes built before (measuring any not measured yet); build none",
+    )
     parser.add_argument("--build-limit-s", type=float, default=1800.0)
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
