@@ -24,7 +24,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 
 from models.store.maxsim import normalized
-from models.store.types import Hit, QueryVectors, SearchFilters, Vector
+from models.store.types import Hit, QueryVectors, SearchFilters
 
 GROUP_FIELD: Final = "duplicate_group"
 _GROUP_NAMESPACE = uuid.UUID("5f0d3a9c-7e2b-4c61-8d3f-1a6b9e2c4d70")
@@ -80,7 +80,7 @@ class Grouped:
 
     listing_id: str
     version: int
-    vectors: Sequence[Vector]
+    vectors: QueryVectors
 
 
 async def nearest_group(

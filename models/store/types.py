@@ -54,7 +54,8 @@ class ListingPoint:
     """One listing's write: its image embeddings and the payload to render and filter."""
 
     listing_id: str
-    vectors: Sequence[Vector]
+    # Rows of float lists or a float32 matrix: every store checks them with as_matrix.
+    vectors: QueryVectors
     # Rendering/filtering fields: models.payload.ListingPayload.to_store(). With an int "version"
     # the write applies only over a lower stored one.
     payload: dict[str, Any]
