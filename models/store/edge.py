@@ -339,8 +339,8 @@ class EdgeStore(QueryingStore):
             await self._run(self._upsert_batch, batch, versions)
 
     def _upsert_batch(self, batch: list[BatchPoint], versions: dict[str, int]) -> None:
-        # On the store's thread, not the loop: the binding takes ~0.05 ms to convert a listing's
-        # payload, so a batch of 1000 would hold the loop for a twentieth of a second.
+        # On the store's thread, not the loop: the binding takes 0.05-0.1 ms to convert each
+        # listing's payload, so a batch of 1000 would hold the loop for up to a tenth of a second.
         op = qe.UpdateOperation.upsert_points(
             [qe.Point(point_id(lid), vectors, payload) for lid, vectors, payload in batch],
             condition=edge_batch_write_condition(versions),
