@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.scale import DEFAULT_OUT as SCALE_RESULTS
+from bench.scale import DEFAULT_OVERSAMPLING
 
 GIB = 2**30
 
@@ -21,8 +22,8 @@ SERVED_HNSW_EF = 256
 def _fitted(
     results: list[dict[str, Any]], dim: int, quantization: str, hnsw_ef: int | None
 ) -> list[dict[str, Any]]:
-    """The measured indexes of this kind, searched with `hnsw_ef` (None: the engine's default)
-    and without ACORN, smallest first."""
+    """The measured indexes of this kind, searched as served: with `hnsw_ef` (None: the engine's
+    default), the default oversampling and without ACORN, smallest first."""
     kind = [
         r
         for r in results
@@ -30,6 +31,7 @@ def _fitted(
         and r["quantization"] == quantization
         and r.get("hnsw_ef") == hnsw_ef
         and not r.get("acorn")
+        and r.get("oversampling", DEFAULT_OVERSAMPLING) == DEFAULT_OVERSAMPLING
     ]
     return sorted((r for r in kind if r["fitted"]), key=lambda r: int(r["size"]))
 
@@ -58,6 +60,14 @@ def latency_growth(
     return float((big["p50_ms"] / small["p50_ms"]) ** (1 / decades)) if decades > 0 else None
 
 
+def ram_per_listing(result: dict[str, Any]) -> float:
+    """The RAM a listing needs served: the heap and the index files every search walks (the hot
+    set), not what the bench's few searches happened to page in; results from before bench.scale
+    measured the hot set have only the resident figure."""
+    hot = float(result.get("hot_per_listing_b") or 0.0)
+    return hot if hot > 0 else float(result["rss_per_listing_b"])
+
+
 def plan(
     results: list[dict[str, Any]],
     listings: int,
@@ -74,7 +84,7 @@ def plan(
             r = largest_fitted(results, dim, quantization, hnsw_ef)
         except LookupError:
             continue
-        ram = r["rss_per_listing_b"] * listings * replication / GIB
+        ram = ram_per_listing(r) * listings * replication / GIB
         disk = r["disk_per_listing_b"] * listings * replication / GIB
         nodes = max(1, math.ceil(ram / (node_ram_gib * headroom)))
         growth = latency_growth(results, dim, quantization, hnsw_ef)
@@ -96,9 +106,33 @@ def plan(
     return rows
 
 
+def read_results(paths: list[Path]) -> list[dict[str, Any]]:
+    """The measured indexes of every results file; a kind measured in two files (same size, dim,
+    quantization and search settings) counts once, from the later file."""
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for path in paths:
+        for r in json.loads(path.read_text())["results"]:
+            key = (
+                r["size"],
+                r["dim"],
+                r["quantization"],
+                r.get("hnsw_ef"),
+                r.get("acorn"),
+                r.get("oversampling"),
+            )
+            merged[key] = r
+    return list(merged.values())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--results", type=Path, default=SCALE_RESULTS)
+    parser.add_argument(
+        "--results",
+        type=Path,
+        nargs="+",
+        default=[SCALE_RESULTS],
+        help="bench.scale results files, read together (e.g. one run at 100k, one at 1M)",
+    )
     parser.add_argument("--listings", type=int, default=100_000_000)
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--node-ram-gib", type=float, default=64.0)
@@ -113,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         help="the search effort measured (0: the engine's default)",
     )
     args = parser.parse_args(argv)
-    results = json.loads(args.results.read_text())["results"]
+    results = read_results(args.results)
     rows = plan(
         results,
         args.listings,

@@ -4,15 +4,14 @@ for each built index by the search-time settings (--hnsw-ef, --oversampling, --a
 
 Each index is built once under --cache and reused by later runs (a run that stopped half way
 starts that index again); the upsert and the index build are each bounded by --build-limit-s and
-reported as not fitting when they run over; a finished upsert is kept, so the next run resumes
-with the index build."""
+reported as not fitting when they run over; a finished upsert is kept, so the next run starts
+the index build again without writing the catalog again (a build stopped part way is not
+kept: Edge builds in a copy it throws away)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import ctypes
 import json
 import os
 import platform
@@ -30,6 +29,7 @@ from tqdm import tqdm
 
 from bench.query import payload, percentile, synthetic_vectors
 from bench.results import save
+from models.allocator import give_back
 from models.settings import StoreSettings
 from models.store.factory import open_store
 from models.store.types import ListingPoint, SearchFilters, VectorStore
@@ -91,8 +91,9 @@ def chunks(size: int, base: np.ndarray, seed: int) -> Iterator[Chunk]:
         yield Chunk(ids, list(np.split(flat, splits)), payloads)
 
 
-def queries(base: np.ndarray, seed: int) -> np.ndarray:
-    rng = np.random.default_rng((seed, 999))
+def queries(base: np.ndarray, seed: int, stream: int = 999) -> np.ndarray:
+    """The timed queries; another stream gives as many others, to warm the index up with."""
+    rng = np.random.default_rng((seed, stream))
     return synthetic_vectors(base, QUERIES, rng)
 
 
@@ -121,9 +122,8 @@ def exact_top10(size: int, base: np.ndarray, seed: int, qs: np.ndarray) -> list[
 def resident() -> tuple[int, int]:
     """This process's resident bytes, total and anonymous, after handing the allocator's free
     memory back: Edge's load leaves tens of MB freed but held by a thread's malloc arena, which a
-    later allocation reuses, so it is no cost per listing (Linux, glibc)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    later allocation reuses, so it is no cost per listing (Linux)."""
+    give_back()
     fields = {}
     for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
         name, value = line.split(":", 1)
@@ -134,18 +134,48 @@ def resident() -> tuple[int, int]:
 def cached_truth(
     cache: Path, size: int, base: np.ndarray, seed: int, qs: np.ndarray
 ) -> list[list[str]]:
-    """exact_top10, kept beside the indexes: at 1M it is minutes of numpy per search setting."""
-    path = cache / f"truth-{base.shape[1]}d-{size}-seed{seed}.json"
+    """exact_top10, kept beside the indexes: at 1M it is minutes of numpy per search setting. Its
+    name carries what it depends on, so a changed filter or query count computes it again."""
+    prices = f"{PRICE_MIN:g}-{PRICE_MAX:g}"
+    name = f"truth-{base.shape[1]}d-{size}-seed{seed}-q{len(qs)}-{CATEGORY_FILTER}-{prices}.json"
+    path = cache / name
     if path.exists():
         kept: list[list[str]] = json.loads(path.read_text())
         return kept
     truth = exact_top10(size, base, seed, qs)
-    path.write_text(json.dumps(truth))
+    # Whole or not at all: a run stopped while writing it leaves no file a later run would trust.
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(truth))
+    partial.replace(path)
     return truth
 
 
 def _du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _allocated(path: Path) -> int:
+    """Bytes the files under `path` hold on disk: Edge preallocates its mapped files sparsely."""
+    return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file())
+
+
+def hot_file_bytes(index: Path, quantized: bool, on_disk: bool) -> int:
+    """The memory-mapped index files every search walks through, which a node must keep in RAM to
+    serve without reading the disk on the search path: the HNSW graph, the multivector offsets,
+    the original vectors when they are what a search scores (no quantization) and the payload
+    indexes when they are mapped (on disk) rather than loaded. What Edge loads into the heap
+    (quantized vectors, kept in RAM; payload indexes not on disk; the id tracker) the heap
+    figure counts already. Left out: the stored payloads and, when quantized, the originals,
+    which a search reads only for its results and rescored candidates, and the write-ahead log.
+    Names from the segment layout of qdrant-edge 0.9."""
+    total = 0
+    for segment in index.glob("*/segments/*"):
+        storage = segment / "vector_storage"
+        parts = [segment / "vector_index", storage / "offsets"]
+        parts += [] if quantized else [storage / "vectors"]
+        parts += [segment / "payload_index"] if on_disk else []
+        total += sum(_allocated(p) for p in parts)
+    return total
 
 
 @dataclass
@@ -159,6 +189,8 @@ class Result:
     rss_per_listing_b: float = 0.0
     # The part of it that is heap, not pages of the index files (which the kernel can evict).
     anon_per_listing_b: float = 0.0
+    # The heap plus the index files every search walks (hot_file_bytes): the RAM to plan by.
+    hot_per_listing_b: float = 0.0
     disk_per_listing_b: float = 0.0
     p50_ms: float = 0.0
     p99_ms: float = 0.0
@@ -202,7 +234,7 @@ async def _upsert(
         with tqdm(total=size, desc=f"{dim}-d {size} {quantization}", unit="listing") as bar:
             for chunk in chunks(size, base, seed):
                 points = [
-                    ListingPoint(lid, v.tolist(), p)
+                    ListingPoint(lid, v, p)
                     for lid, v, p in zip(chunk.ids, chunk.vectors, chunk.payloads, strict=True)
                 ]
                 await store.upsert_listings(points)
@@ -278,7 +310,9 @@ async def measure(index: Path, result: Result, seed: int) -> Result:
     store = open_store(settings, "scale", result.dim)
     await store.ensure_collection()
     try:
-        for q in qs[:10]:  # warm-up: page in what a search touches
+        # Warm-up with other queries: page in what searches touch, as traffic would, without
+        # handing the timed queries their own pages.
+        for q in queries(base, seed, stream=998):
             await _timed_search(store, q, filters)
         latencies, found = [], []
         for q in qs:
@@ -301,6 +335,8 @@ async def measure(index: Path, result: Result, seed: int) -> Result:
         for got, want in zip(found, truth, strict=True)
     )
     result.disk_per_listing_b = _du(index) / result.size
+    hot = hot_file_bytes(index, settings.quantization != "none", settings.store_on_disk)
+    result.hot_per_listing_b = result.anon_per_listing_b + hot / result.size
     return result
 
 
@@ -359,7 +395,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     header = (
         f"{'dim':>5}{'listings':>10}{'quant':>8}{'search':>16}{'upsert/s':>10}{'optimize':>10}"
-        f"{'RSS B/l':>9}{'heap B/l':>9}{'disk B/l':>10}{'p50':>8}{'p99':>8}{'c8 req/s':>10}"
+        f"{'RSS B/l':>9}{'heap B/l':>9}{'hot B/l':>9}{'disk B/l':>10}"
+        f"{'p50':>8}{'p99':>8}{'c8 req/s':>10}"
         f"{'recall@10':>11}"
     )
     print(header)
@@ -374,7 +411,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             search += f" os {r.oversampling:g}"
         print(
             f"{r.dim:>5}{r.size:>10}{r.quantization:>8}{search:>16}{r.upsert_per_s:>10.0f}{r.optimize_s:>9.1f}s"
-            f"{r.rss_per_listing_b:>9.0f}{r.anon_per_listing_b:>9.0f}{r.disk_per_listing_b:>10.0f}{r.p50_ms:>6.2f}ms"
+            f"{r.rss_per_listing_b:>9.0f}{r.anon_per_listing_b:>9.0f}{r.hot_per_listing_b:>9.0f}{r.disk_per_listing_b:>10.0f}{r.p50_ms:>6.2f}ms"
             f"{r.p99_ms:>6.2f}ms{r.c8_req_s:>10.0f}{r.recall_at_10:>11.3f}"
         )
     return {
@@ -412,8 +449,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="off,on: measure without and with ACORN",
     )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="built indexes, reused")
-    parser.add_argument("--rebuild", action="store_true", help="build and measure again")
-    parser.add_argument(
+    built = parser.add_mutually_exclusive_group()
+    built.add_argument("--rebuild", action="store_true", help="build and measure again")
+    built.add_argument(
         "--no-build",
         action="store_true",
         help="report the indexes built before (measuring any not measured yet); build none",

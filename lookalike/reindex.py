@@ -180,7 +180,7 @@ async def _copy(
     if not photos:
         return 0
     vectors = await embedder.embed([image for _, _, image in photos])
-    grouped = Grouped(listing.listing_id, stored.get("version", 0), vectors.tolist())
+    grouped = Grouped(listing.listing_id, stored.get("version", 0), vectors)
     payload.update(
         # Grouped again under the new model: its scores are its own (the one threshold).
         duplicate_group=await duplicate_group(target, grouped, duplicate_threshold),
@@ -189,7 +189,7 @@ async def _copy(
         model_id=embedder.model_id,
         indexed_at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
     )
-    await target.upsert_listing(ListingPoint(listing.listing_id, vectors.tolist(), payload))
+    await target.upsert_listing(ListingPoint(listing.listing_id, vectors, payload))
     return len(photos)
 
 

@@ -80,7 +80,8 @@ class StoreSettings(BaseSettings):
     # kept to rescore the top `quantization_oversampling` x k candidates (models/store/layout.py).
     quantization: Literal["none", "int8", "binary"] = "none"
     quantization_oversampling: float = Field(default=2.0, ge=1.0, le=16.0)
-    # Original vectors and payloads on disk (memory-mapped) rather than in RAM.
+    # Original vectors, payloads and payload indexes on disk (memory-mapped) rather than in RAM;
+    # payload indexes keep the setting their collection was created with.
     store_on_disk: bool = False
     # Candidates the HNSW graph walk keeps per search (recall against speed). 256: filtered
     # recall@10 0.97 at 100k listings where the engine's default (100) gave 0.87 (bench.scale).

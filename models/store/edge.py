@@ -165,7 +165,8 @@ class EdgeStore(QueryingStore):
     ) -> None:
         """indexing_threshold_kb: segments smaller than this are scanned, not indexed (Edge's
         default when None); tests lower it to make optimize() build a real HNSW graph. `layout`
-        (quantization, on disk) applies when the shard is created or next loaded."""
+        (quantization, on disk) applies when the shard is created or next loaded, except to
+        payload indexes, which keep the settings they were created with."""
         if dim < 1:
             raise ValueError(f"vector size must be positive, got {dim}")
         self._root = Path(index_path)
